@@ -1,0 +1,313 @@
+"""Collectors, their runs with per-symbol results, stored candles, API keys, rate windows."""
+
+import math
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Count, F, Q, Sum
+from django.utils import timezone
+from rest_framework_api_key.models import AbstractAPIKey
+
+from collectors import sources
+from collectors.fields import ExactDecimalField
+
+
+class RunNotActive(Exception):
+    """A state change that needs a queued or running run was asked of a finished one."""
+
+
+def default_beginning_date():
+    return settings.COLLECTOR_BEGINNING_DATE
+
+
+def default_schedule():
+    return settings.COLLECTION_SCHEDULE
+
+
+class Collector(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=64, choices=[(k, k) for k in sources.SOURCES])
+    config = models.JSONField(default=dict, blank=True, help_text="Settings for the kind, e.g. "
+                              '{"base_url": "https://api.binance.com", "interval": "1h"}')
+    symbols = models.JSONField(default=list, blank=True,
+                               help_text='A list like ["BTCUSDT", "ETHUSDT"]; leave empty and set '
+                                         '"top_n" in config for the N most traded symbols.')
+    beginning_date = models.DateField(default=default_beginning_date,
+                                      help_text="Earliest date collected (UTC).")
+    schedule = models.CharField(max_length=100, blank=True, default=default_schedule,
+                                help_text="Cron expression for scheduled forward runs (UTC).")
+    enabled = models.BooleanField(default=True)
+    max_retries = models.PositiveSmallIntegerField(default=3, help_text="Retries per failed page.")
+    retry_backoff_seconds = models.FloatField(
+        default=2.0, help_text="First retry delay; doubles each retry (2, 4, 8 s).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.slug
+
+    def clean(self):
+        if self.retry_backoff_seconds is not None and self.retry_backoff_seconds < 0:
+            raise ValidationError({"retry_backoff_seconds": "Must be zero or more."})
+        try:
+            self.config, self.symbols = sources.validate_config(self.kind, self.config, self.symbols)
+        except sources.ConfigError as error:
+            raise ValidationError(error.as_field_errors())
+
+    @property
+    def source_class(self):
+        return sources.source_class(self.kind)
+
+    @property
+    def grain(self) -> timedelta | None:
+        return self.source_class.grain(self.config)
+
+    @property
+    def series(self) -> str:
+        """The series key stored with each row (the candle interval, or '' for events)."""
+        return self.config.get("interval", "")
+
+    def active_run(self):
+        return self.runs.active().order_by("-id").first()
+
+
+class RunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=CollectionRun.ACTIVE)
+
+
+class CollectionRun(models.Model):
+    QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED = (
+        "queued", "running", "complete", "partial", "failed", "cancelled")
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED)]
+    ACTIVE = (QUEUED, RUNNING)
+    MODES = [(m, m) for m in ("backward", "forward", "gap_fill")]
+
+    collector = models.ForeignKey(Collector, on_delete=models.CASCADE, related_name="runs")
+    mode = models.CharField(max_length=16, choices=MODES)
+    status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED, db_index=True)
+    start = models.DateTimeField(null=True, blank=True, help_text="Requested start (UTC).")
+    end = models.DateTimeField(null=True, blank=True, help_text="Requested end (UTC).")
+    requested_symbols = models.JSONField(default=list, blank=True)
+    triggered_by = models.CharField(max_length=120, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"Run {self.pk} ({self.collector_id}, {self.mode}, {self.status})"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE
+
+    @property
+    def elapsed_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+    def progress(self) -> dict:
+        """Symbols done and records stored so far, from the per-symbol rows (one query)."""
+        agg = self.symbols.aggregate(
+            total=Count("id"),
+            done=Count("id", filter=~Q(status__in=RunSymbol.UNFINISHED)),
+            records=Sum("records"), requests=Sum("requests"),
+        )
+        total, done = agg["total"], agg["done"]
+        return {"symbols_done": done, "symbols_total": total, "records": agg["records"] or 0,
+                "requests": agg["requests"] or 0,
+                "percent": round(100.0 * done / total, 1) if total else (100.0 if not self.is_active else 0.0)}
+
+    def _transition(self, from_statuses, **changes) -> bool:
+        updated = CollectionRun.objects.filter(pk=self.pk, status__in=from_statuses).update(**changes)
+        if updated:
+            for key, value in changes.items():
+                setattr(self, key, value)
+        return bool(updated)
+
+    def mark_running(self) -> bool:
+        return self._transition([self.QUEUED], status=self.RUNNING, started_at=timezone.now())
+
+    def mark_finished(self, status, *, error="") -> bool:
+        """Close a running (or queued) run; False if someone else closed it first."""
+        return self._transition(self.ACTIVE, status=status, error=error[:5000],
+                                finished_at=timezone.now())
+
+    def cancel(self):
+        if not self.mark_finished(self.CANCELLED, error="Cancelled by request."):
+            raise RunNotActive(f"Run {self.pk} is {self.status}; only queued or running runs can be cancelled.")
+        self.symbols.filter(status=RunSymbol.PENDING).update(status=RunSymbol.CANCELLED,
+                                                               finished_at=timezone.now())
+
+
+class RunSymbol(models.Model):
+    """One symbol of one run: what it asked for, what it got, and whether it is alive."""
+
+    PENDING, RUNNING, COMPLETE, PARTIAL, FAILED, SKIPPED, CANCELLED = (
+        "pending", "running", "complete", "partial", "failed", "skipped", "cancelled")
+    STATUSES = [(s, s) for s in (PENDING, RUNNING, COMPLETE, PARTIAL, FAILED, SKIPPED, CANCELLED)]
+    UNFINISHED = (PENDING, RUNNING)
+
+    run = models.ForeignKey(CollectionRun, on_delete=models.CASCADE, related_name="symbols")
+    symbol = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=STATUSES, default=PENDING)
+    records = models.PositiveBigIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    throttled_seconds = models.FloatField(default=0, help_text="Time spent waiting for the rate budget.")
+    missing_ranges = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker claimed it.")
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "symbol"]
+        constraints = [models.UniqueConstraint(fields=["run", "symbol"], name="uniq_run_symbol")]
+
+    def __str__(self):
+        return f"{self.symbol} ({self.status})"
+
+    def claim(self, *, lease_seconds) -> bool:
+        """Take this symbol for the calling worker: pending, or running with a dead worker."""
+        now = timezone.now()
+        stale = now - timedelta(seconds=lease_seconds)
+        claimed = (RunSymbol.objects
+                   .filter(pk=self.pk, run__status__in=CollectionRun.ACTIVE)
+                   .filter(Q(status=self.PENDING) | Q(status=self.RUNNING, heartbeat_at__lt=stale))
+                   .update(status=self.RUNNING, started_at=now, heartbeat_at=now,
+                           attempts=F("attempts") + 1))
+        if claimed:
+            self.refresh_from_db()
+        return bool(claimed)
+
+    def add_progress(self, *, records=0, requests=0, retries=0, throttled_seconds=0.0):
+        RunSymbol.objects.filter(pk=self.pk).update(
+            records=F("records") + records, requests=F("requests") + requests,
+            retries=F("retries") + retries,
+            throttled_seconds=F("throttled_seconds") + throttled_seconds,
+            heartbeat_at=timezone.now())
+
+    def heartbeat(self):
+        RunSymbol.objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
+
+    def mark_finished(self, status, *, missing_ranges=(), error=""):
+        RunSymbol.objects.filter(pk=self.pk, status=self.RUNNING).update(
+            status=status, missing_ranges=list(missing_ranges), error=error[:5000],
+            finished_at=timezone.now())
+        self.status = status
+
+
+class Candle(models.Model):
+    """One OHLCV candle, exactly as the exchange sent it; unique on its natural key."""
+
+    collector = models.ForeignKey(Collector, on_delete=models.CASCADE, related_name="candles")
+    symbol = models.CharField(max_length=32)
+    interval = models.CharField(max_length=4)
+    open_time = models.DateTimeField()
+    open = ExactDecimalField()
+    high = ExactDecimalField()
+    low = ExactDecimalField()
+    close = ExactDecimalField()
+    volume = ExactDecimalField()
+    close_time = models.DateTimeField()
+    quote_volume = ExactDecimalField()
+    trades = models.BigIntegerField()
+    taker_buy_base_volume = ExactDecimalField()
+    taker_buy_quote_volume = ExactDecimalField()
+
+    class Meta:
+        ordering = ["collector", "symbol", "interval", "open_time"]
+        constraints = [models.UniqueConstraint(fields=["collector", "symbol", "interval", "open_time"],
+                                               name="uniq_candle")]
+
+    def __str__(self):
+        return f"{self.symbol} {self.interval} {self.open_time:%Y-%m-%d %H:%M}"
+
+
+class ApiKey(AbstractAPIKey):
+    """A hashed API key (only the hash is stored) with what it may do."""
+
+    ADMIN, READ = "admin", "read"
+    scope = models.CharField(max_length=16, choices=[(ADMIN, "admin: read and change"),
+                                                     (READ, "read only")], default=ADMIN)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+
+class RateWindow(models.Model):
+    """Request weight used in the current window of one upstream, shared by all workers."""
+
+    key = models.CharField(max_length=200, unique=True)
+    window_start = models.BigIntegerField(default=0, help_text="Epoch seconds.")
+    used = models.PositiveIntegerField(default=0)
+    blocked_until = models.FloatField(default=0, help_text="Epoch seconds; set by 429/418 Retry-After.")
+
+    def __str__(self):
+        return self.key
+
+    @staticmethod
+    def reserve(key, *, weight, limit, window_seconds, now=None) -> float:
+        """Reserve `weight` in the current window; return 0 if granted, else seconds to wait.
+
+        The conditional UPDATEs are atomic on every database, so concurrent workers on any
+        machine never grant more than `limit` per window between them.
+        """
+        now = time.time() if now is None else now
+        window = int(now // window_seconds * window_seconds)
+        rows = RateWindow.objects.filter(key=key)
+        for _ in range(3):
+            if rows.filter(window_start=window, used__lte=limit - weight,
+                           blocked_until__lte=now).update(used=F("used") + weight):
+                return 0.0
+            # A new window starts from zero (one worker wins the roll-over).
+            if rows.filter(window_start__lt=window, blocked_until__lte=now).update(
+                    window_start=window, used=weight):
+                return 0.0
+            if not rows.exists():
+                RateWindow.objects.get_or_create(key=key, defaults={"window_start": window})
+                continue
+            break
+        state = rows.values("blocked_until").first() or {"blocked_until": 0}
+        wait = max(window + window_seconds - now, state["blocked_until"] - now)
+        return max(wait, 0.05)
+
+    @staticmethod
+    def observe(key, *, used, window_seconds, now=None):
+        """Raise our count to what the upstream reports (others may share the address)."""
+        now = time.time() if now is None else now
+        window = int(now // window_seconds * window_seconds)
+        RateWindow.objects.filter(key=key, window_start=window, used__lt=used).update(used=used)
+
+    @staticmethod
+    def block(key, *, until):
+        RateWindow.objects.filter(key=key, blocked_until__lt=until).update(blocked_until=until)
+
+    @staticmethod
+    def state(key, *, limit, window_seconds, now=None) -> dict:
+        now = time.time() if now is None else now
+        window = int(now // window_seconds * window_seconds)
+        row = RateWindow.objects.filter(key=key).first()
+        used = row.used if row and row.window_start == window else 0
+        return {"key": key, "used": used, "limit": limit, "remaining": max(limit - used, 0),
+                "resets_in_seconds": math.ceil(window + window_seconds - now),
+                "blocked_until": row.blocked_until if row and row.blocked_until > now else None}

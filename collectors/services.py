@@ -1,0 +1,327 @@
+"""Collection workflows: trigger a run, plan what is missing, fetch it, store it, recover.
+
+One engine serves every mode; modes differ only in the range they ask `plan_ranges` for.
+"""
+
+from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
+
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.tasks import async_task
+
+from backfills.gaps import last_stored, stored_gaps
+from backfills.models import EmptyRange
+from backfills.ranges import absent, ceil_time, floor_time, subtract
+from collectors.http import Upstream
+from collectors.models import CollectionRun, Collector, RunSymbol
+from collectors.sources import SourceError
+from collectors.storage import upsert_candles
+
+log = structlog.get_logger(__name__)
+
+MODES = ("backward", "forward", "gap_fill")
+# A candle counts as closed only this long after its period ends, so a clock slightly ahead
+# of the exchange's never stores the still-open candle as final.
+CLOSE_GRACE = timedelta(seconds=5)
+
+
+class TriggerError(Exception):
+    """Bad input for a trigger; `field` names what to fix."""
+
+    def __init__(self, field: str, message: str, *, choices=None):
+        super().__init__(message)
+        self.field, self.message, self.choices = field, message, choices
+
+
+class RunConflict(Exception):
+    """The collector already has a queued or running run."""
+
+    def __init__(self, run: CollectionRun):
+        super().__init__(f"Collector {run.collector.slug} already has run {run.pk} {run.status}.")
+        self.run = run
+
+
+def _enqueue(task: str, *args, **kwargs) -> str:
+    return async_task(f"collectors.tasks.{task}", *args, **kwargs)
+
+
+def collector_resolve(*, slug: str | None) -> Collector:
+    """The collector named by slug, or the only enabled one when no slug is given."""
+    if slug:
+        try:
+            return Collector.objects.get(slug=slug)
+        except Collector.DoesNotExist:
+            slugs = list(Collector.objects.values_list("slug", flat=True))
+            raise TriggerError("collector", f"Unknown collector {slug!r}.", choices=slugs)
+    enabled = list(Collector.objects.filter(enabled=True))
+    if len(enabled) == 1:
+        return enabled[0]
+    slugs = [c.slug for c in enabled]
+    raise TriggerError("collector", "Name the collector: "
+                       + (f"{len(slugs)} are enabled." if slugs else "none is enabled."), choices=slugs)
+
+
+def run_trigger(*, collector: Collector, mode: str, start: datetime | None = None,
+                end: datetime | None = None, symbols: list[str] | None = None,
+                triggered_by: str, now: datetime | None = None, enqueue: bool = True) -> CollectionRun:
+    """Create a queued run and hand it to the workers once the transaction commits."""
+    now = now or timezone.now()
+    if mode not in MODES:
+        raise TriggerError("mode", f"Unknown mode {mode!r}; use one of {', '.join(MODES)}.")
+    if start and end and end < start:
+        raise TriggerError("end_date", "end_date is before start_date.")
+    if start and start > now:
+        raise TriggerError("start_date", "start_date is in the future.")
+    if symbols is not None:
+        symbols = [s.strip().upper() for s in symbols]
+        if not symbols:
+            raise TriggerError("symbols", "Give at least one symbol, or leave symbols out for all.")
+        if collector.symbols:
+            unknown = [s for s in symbols if s not in collector.symbols]
+            if unknown:
+                raise TriggerError("symbols", f"Not a symbol of {collector.slug}: {', '.join(unknown)}.")
+        try:
+            collector.source_class.validate_config(collector.config, symbols)
+        except Exception:
+            raise TriggerError("symbols", "Symbols must be upper-case codes such as BTCUSDT, each once.")
+    if not collector.enabled:
+        raise TriggerError("collector", f"Collector {collector.slug} is disabled.")
+    with transaction.atomic():
+        # The row lock (MySQL) or the IMMEDIATE transaction (SQLite) serialises triggers, so
+        # two at once give one run and one conflict.
+        Collector.objects.select_for_update().get(pk=collector.pk)
+        active = collector.runs.active().order_by("-id").first()
+        if active:
+            raise RunConflict(active)
+        run = CollectionRun.objects.create(collector=collector, mode=mode, start=start, end=end,
+                                           requested_symbols=symbols or [], triggered_by=triggered_by)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_run(run.pk))
+    log.info("run_triggered", run_id=run.pk, collector=collector.slug, mode=mode, by=triggered_by)
+    return run
+
+
+def _enqueue_run(run_id: int):
+    task_id = _enqueue("run_execute", run_id, task_name=f"run-{run_id}", group=f"run-{run_id}")
+    CollectionRun.objects.filter(pk=run_id).update(task_id=task_id or "")
+
+
+def run_start(*, run_id: int, inline: bool = False, on_symbol_done=None):
+    """Resolve the run's symbols, mark it running and spread the symbols over the workers.
+
+    Safe to call twice (django-q2 delivers at least once): symbols already created are kept.
+    With inline=True the symbols are collected here, one after another (manage.py collect).
+    """
+    run = CollectionRun.objects.select_related("collector").get(pk=run_id)
+    if not run.is_active:
+        return run
+    collector = run.collector
+    if not run.symbols.exists():
+        try:
+            symbols = run.requested_symbols or collector.symbols or _source(collector).list_symbols()
+        except SourceError as error:
+            run.mark_finished(CollectionRun.FAILED, error=f"Could not list symbols: {error}")
+            return run
+        RunSymbol.objects.bulk_create([RunSymbol(run=run, symbol=s) for s in symbols],
+                                      ignore_conflicts=True)
+    run.mark_running()
+    log.info("run_started", run_id=run.pk, collector=collector.slug, mode=run.mode,
+             symbols=run.symbols.count())
+    pending = list(run.symbols.filter(status=RunSymbol.PENDING).values_list("pk", flat=True))
+    if inline:
+        for pk in pending:
+            run_symbol_collect(run_symbol_id=pk)
+            if on_symbol_done:
+                on_symbol_done(RunSymbol.objects.get(pk=pk))
+    else:
+        _enqueue_symbols(run, pending)
+    run_finish_if_done(run_id=run.pk)
+    return run
+
+
+def _enqueue_symbols(run, pks):
+    RunSymbol.objects.filter(pk__in=pks).update(enqueued_at=timezone.now())
+    for pk in pks:
+        _enqueue("run_symbol_execute", pk, group=f"run-{run.pk}")
+
+
+def _source(collector: Collector, *, on_wait=None):
+    source_class = collector.source_class
+    http = Upstream(collector.config["base_url"], retries=collector.max_retries,
+                    backoff=collector.retry_backoff_seconds,
+                    weight_header=getattr(source_class, "weight_header", None), on_wait=on_wait)
+    return source_class(collector.config, http=http)
+
+
+def _day_start(moment: datetime) -> datetime:
+    return datetime.combine(moment.astimezone(dt_timezone.utc).date(), dtime(0), tzinfo=dt_timezone.utc)
+
+
+def plan_ranges(*, collector: Collector, symbol: str, mode: str, start: datetime | None,
+                end: datetime | None, now: datetime, force: bool = False) -> list[tuple[datetime, datetime]]:
+    """The [start, end) ranges to fetch for one symbol: missing in the database, minus what the
+    source already answered empty, within closed periods only."""
+    step = collector.grain
+    series = collector.series
+    horizon = floor_time(now - CLOSE_GRACE, step)
+    beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
+    last = None
+    if mode in ("forward", "gap_fill"):
+        last = last_stored(collector_id=collector.pk, symbol=symbol, series=series)
+    if mode == "backward":
+        lo, hi = start or beginning, end or _day_start(now)
+    elif mode == "forward":
+        lo, hi = (last + step) if last else (start or beginning), end or horizon
+    elif mode == "gap_fill":
+        if last is None:
+            return []
+        lo, hi = start or beginning, end or (last + step)
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    lo, hi = ceil_time(lo, step), min(ceil_time(hi, step), horizon)
+    if lo >= hi:
+        return []
+    if force:
+        return [(lo, hi)]
+    missing = stored_gaps(collector_id=collector.pk, symbol=symbol, series=series,
+                          start=lo, end=hi, step=step)
+    empty = EmptyRange.ranges(collector_id=collector.pk, symbol=symbol, series=series, start=lo, end=hi)
+    return subtract(missing, empty)
+
+
+def _iso_ranges(ranges):
+    return [{"start": s.isoformat().replace("+00:00", "Z"), "end": e.isoformat().replace("+00:00", "Z")}
+            for s, e in ranges]
+
+
+def run_symbol_collect(*, run_symbol_id: int, now: datetime | None = None):
+    """Collect one symbol of a run: claim it, fetch what is missing, record the outcome."""
+    item = RunSymbol.objects.select_related("run__collector").get(pk=run_symbol_id)
+    if not item.claim(lease_seconds=settings.RUN_LEASE_SECONDS):
+        return item  # done, cancelled, or alive in another worker
+    run = item.run
+    bound = log.bind(run_id=run.pk, collector=run.collector.slug, symbol=item.symbol)
+    try:
+        status, missing, error = _collect_symbol(item, now=now or timezone.now(), log=bound)
+    except Exception as error:  # never leave a symbol 'running' because of a bug
+        bound.exception("symbol_crashed")
+        status, missing, error = RunSymbol.FAILED, [], f"{type(error).__name__}: {error}"
+    item.mark_finished(status, missing_ranges=_iso_ranges(missing), error=error)
+    bound.info("symbol_finished", status=status, error=error or None)
+    run_finish_if_done(run_id=run.pk)
+    runs_recover(run_id=run.pk)
+    return item
+
+
+def _collect_symbol(item: RunSymbol, *, now: datetime, log):
+    run, collector = item.run, item.run.collector
+    ranges = plan_ranges(collector=collector, symbol=item.symbol, mode=run.mode, start=run.start,
+                         end=run.end, now=now)
+    if not ranges:
+        return RunSymbol.SKIPPED, [], ""
+    source = _source(collector, on_wait=item.heartbeat)
+    http = source.http
+    step_ms = int(collector.grain.total_seconds() * 1000)
+    stored = 0
+    seen = [0, 0, 0.0]  # requests, retries, throttled seconds already reported
+
+    def report(records=0):
+        item.add_progress(records=records, requests=http.requests - seen[0],
+                          retries=http.retried - seen[1],
+                          throttled_seconds=http.throttled_seconds - seen[2])
+        seen[:] = [http.requests, http.retried, http.throttled_seconds]
+
+    for index, (start, end) in enumerate(ranges):
+        cursor = start
+        try:
+            for page in source.fetch(item.symbol, start, end):
+                with transaction.atomic():
+                    written = upsert_candles(collector_id=collector.pk, symbol=item.symbol,
+                                             interval=collector.series, rows=page.rows)
+                    holes = absent(int(page.start.timestamp() * 1000), int(page.end.timestamp() * 1000),
+                                   page.times_ms, step_ms)
+                    EmptyRange.record(collector_id=collector.pk, symbol=item.symbol,
+                                      series=collector.series,
+                                      ranges=[(_utc(a), _utc(b)) for a, b in holes])
+                    report(written)
+                stored += written
+                cursor = page.end
+                if CollectionRun.objects.filter(pk=run.pk, status=CollectionRun.CANCELLED).exists():
+                    return RunSymbol.CANCELLED, [(cursor, end)] + ranges[index + 1:], "Run cancelled."
+        except SourceError as error:
+            report()
+            missing = [(cursor, end)] + ranges[index + 1:]
+            log.warning("symbol_fetch_failed", error=str(error), permanent=error.permanent)
+            failed = error.permanent or (stored == 0 and cursor == start and index == 0)
+            return (RunSymbol.FAILED if failed else RunSymbol.PARTIAL), missing, str(error)
+    report()
+    return RunSymbol.COMPLETE, [], ""
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=dt_timezone.utc)
+
+
+def run_finish_if_done(*, run_id: int) -> CollectionRun | None:
+    """Close the run once no symbol is pending or running; its status sums up the symbols'."""
+    run = CollectionRun.objects.get(pk=run_id)
+    if not run.is_active or run.status == CollectionRun.QUEUED:
+        return run
+    counts = dict(run.symbols.values_list("status").annotate(n=Count("id")))
+    if not counts or any(counts.get(s) for s in RunSymbol.UNFINISHED):
+        return run
+    good = counts.get(RunSymbol.COMPLETE, 0) + counts.get(RunSymbol.SKIPPED, 0)
+    failed = counts.get(RunSymbol.FAILED, 0)
+    if good == sum(counts.values()):
+        status = CollectionRun.COMPLETE
+    elif failed == sum(counts.values()):
+        status = CollectionRun.FAILED
+    else:
+        status = CollectionRun.PARTIAL
+    bad = counts.get(RunSymbol.FAILED, 0) + counts.get(RunSymbol.PARTIAL, 0)
+    error = f"{bad} of {sum(counts.values())} symbols failed or are partial." if bad else ""
+    if run.mark_finished(status, error=error):
+        log.info("run_finished", run_id=run.pk, status=status, **{k: v for k, v in counts.items()})
+    return run
+
+
+def run_cancel(*, run: CollectionRun) -> CollectionRun:
+    """Stop a queued or running run; symbols in flight stop after their current page."""
+    run.cancel()
+    log.info("run_cancelled", run_id=run.pk)
+    return run
+
+
+def runs_recover(*, run_id: int | None = None, now: datetime | None = None) -> int:
+    """Hand work abandoned by dead workers to live ones; return how many items were re-queued.
+
+    A symbol 'running' without a heartbeat for RUN_LEASE_SECONDS lost its worker (kill -9);
+    pending symbols and queued runs whose tasks vanished (a worker died holding them) are
+    re-queued when the broker's queue is empty. Duplicates are harmless: claims are atomic.
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.RUN_LEASE_SECONDS)
+    runs = CollectionRun.objects.active()
+    if run_id:
+        runs = runs.filter(pk=run_id)
+    items = RunSymbol.objects.filter(run__in=runs.filter(status=CollectionRun.RUNNING))
+    dead = list(items.filter(status=RunSymbol.RUNNING, heartbeat_at__lt=stale).values_list("pk", "run_id"))
+    queue_empty = get_broker().queue_size() == 0
+    if queue_empty:
+        dead += list(items.filter(status=RunSymbol.PENDING, enqueued_at__lt=stale)
+                     .values_list("pk", "run_id"))
+        for run in runs.filter(status=CollectionRun.QUEUED, created_at__lt=stale):
+            log.warning("run_requeued", run_id=run.pk)
+            _enqueue_run(run.pk)
+    for pk, owner in dead:
+        log.warning("symbol_requeued", run_id=owner, run_symbol_id=pk)
+        RunSymbol.objects.filter(pk=pk).update(enqueued_at=now)
+        _enqueue("run_symbol_execute", pk, group=f"run-{owner}")
+    if run_id is None:
+        for run in runs.filter(status=CollectionRun.RUNNING):
+            run_finish_if_done(run_id=run.pk)
+    return len(dead)

@@ -1,0 +1,129 @@
+"""Binance spot klines (and any exchange that speaks the same REST dialect)."""
+
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Iterator
+
+from collectors.http import MalformedResponse, Upstream
+from collectors.sources import ConfigError, Page, SourceError
+
+INTERVALS = {
+    "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
+    "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200, "1w": 604800,
+}
+PAGE_LIMIT = 1000
+KLINES_WEIGHT = 2
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
+_NUMBER = re.compile(r"-?\d{1,28}(\.\d{1,8})?")  # what fits the exact decimal columns
+CONFIG_KEYS = {"base_url", "interval", "top_n", "quote_asset"}
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def parse_klines(data) -> list:
+    """Check the shape of a klines body: a list of rows of at least 11 fields."""
+    if not isinstance(data, list):
+        raise MalformedResponse(f"expected a list of klines, got {type(data).__name__}")
+    number = _NUMBER.fullmatch
+    for row in data:
+        if (not isinstance(row, list) or len(row) < 11 or not isinstance(row[0], int)
+                or not isinstance(row[6], int) or not isinstance(row[8], int)
+                or not all(isinstance(v, str) and number(v) for v in row[1:6] + row[7:8] + row[9:11])):
+            raise MalformedResponse(f"bad kline row {str(row)[:80]}")
+    return data
+
+
+class BinanceKlines:
+    """Candles from GET /api/v3/klines, paged 1000 at a time."""
+
+    weight_header = "X-MBX-USED-WEIGHT-1M"
+
+    def __init__(self, config: dict, *, http: Upstream):
+        self.config = config
+        self.http = http
+        self.interval = config["interval"]
+        self.step_ms = INTERVALS[self.interval] * 1000
+
+    @classmethod
+    def grain(cls, config: dict) -> timedelta:
+        return timedelta(seconds=INTERVALS[config.get("interval", "1h")])
+
+    @classmethod
+    def validate_config(cls, config: dict, symbols: list) -> tuple[dict, list]:
+        errors = {}
+        unknown = set(config) - CONFIG_KEYS
+        if unknown:
+            errors[sorted(unknown)[0]] = f"Unknown key; allowed: {', '.join(sorted(CONFIG_KEYS))}."
+        config = {"base_url": "https://api.binance.com", "interval": "1h", **config}
+        base_url = config["base_url"]
+        if not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url):
+            errors["base_url"] = "Must be an http(s) URL such as https://api.binance.com."
+        if config["interval"] not in INTERVALS:
+            errors["interval"] = f"Unsupported interval; use one of {', '.join(INTERVALS)}."
+        symbols = [s.strip().upper() for s in symbols]
+        bad = [s for s in symbols if not SYMBOL_RE.match(s)]
+        if bad:
+            errors["symbols"] = f"Not a symbol: {bad[0]!r}."
+        elif len(set(symbols)) != len(symbols):
+            errors["symbols"] = "Symbols must not repeat."
+        top_n = config.get("top_n")
+        if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool)
+                                  or not 1 <= top_n <= 1000):
+            errors["top_n"] = "Must be an integer from 1 to 1000."
+        if symbols and top_n is not None:
+            errors["top_n"] = "Give either a symbols list or top_n, not both."
+        if not symbols and top_n is None:
+            errors["symbols"] = "Give a symbols list, or top_n (with quote_asset) in config."
+        quote = config.get("quote_asset", "USDT")
+        if not isinstance(quote, str) or not SYMBOL_RE.match(quote):
+            errors["quote_asset"] = "Must be an asset code such as USDT."
+        if top_n is not None:
+            config["quote_asset"] = quote
+        if errors:
+            raise ConfigError(errors)
+        config["base_url"] = base_url.rstrip("/")
+        return config, symbols
+
+    def list_symbols(self) -> list[str]:
+        """The top_n symbols of quote_asset by 24h quote volume (currently trading only)."""
+        info = self.http.get_json("/api/v3/exchangeInfo", weight=20)
+        quote = self.config["quote_asset"]
+        trading = {s["symbol"] for s in info["symbols"]
+                   if s.get("quoteAsset") == quote and s.get("status") == "TRADING"}
+        tickers = self.http.get_json("/api/v3/ticker/24hr", weight=80)
+        ranked = sorted((t for t in tickers if t["symbol"] in trading),
+                        key=lambda t: Decimal(t["quoteVolume"]), reverse=True)
+        return [t["symbol"] for t in ranked[: self.config["top_n"]]]
+
+    def fetch(self, symbol: str, start: datetime, end: datetime) -> Iterator[Page]:
+        """Yield pages covering [start, end) in order; the caller bounds `end` to closed candles."""
+        cursor, end_ms = _ms(start), _ms(end)
+        step = self.step_ms
+        while cursor < end_ms:
+            data = self.http.get_json(
+                "/api/v3/klines",
+                {"symbol": symbol, "interval": self.interval, "startTime": cursor,
+                 "endTime": end_ms - 1, "limit": PAGE_LIMIT},
+                weight=KLINES_WEIGHT, parse=parse_klines)
+            rows, times = [], []
+            for k in data:
+                open_ms = k[0]
+                if cursor <= open_ms < end_ms:
+                    times.append(open_ms)
+                    rows.append((open_ms, k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9], k[10]))
+            if len(data) < PAGE_LIMIT:
+                page_end = end_ms  # the exchange has nothing more in the range
+            else:
+                page_end = min(end_ms, data[-1][0] + step)
+                if page_end <= cursor:
+                    raise SourceError("Exchange returned a full page that does not advance")
+            yield Page(rows=rows, start=_from_ms(cursor), end=_from_ms(page_end), times_ms=times)
+            cursor = page_end
+

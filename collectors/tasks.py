@@ -1,0 +1,15 @@
+"""django-q2 task entry points: ids in, one service call each (delivered at least once)."""
+
+from collectors import services
+
+
+def run_execute(run_id: int):
+    services.run_start(run_id=run_id)
+
+
+def run_symbol_execute(run_symbol_id: int):
+    services.run_symbol_collect(run_symbol_id=run_symbol_id)
+
+
+def runs_recover():
+    return services.runs_recover()

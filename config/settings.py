@@ -1,0 +1,224 @@
+"""All settings, read from the environment (see docs/configuration.md for the table)."""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VERSION = "0.1.0"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)  # optional; real env wins
+
+
+def env_positive(name, default, cast=int):
+    """Read a number that must be > 0, failing loudly at start-up otherwise."""
+    value = env(name, cast=cast, default=default)
+    if value <= 0:
+        raise environ.ImproperlyConfigured(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+DEBUG = env.bool("DEBUG", default=False)
+# The default only suits the demo and tests; `manage.py check --deploy` flags it.
+SECRET_KEY = env("SECRET_KEY", default="django-insecure-demo-key-set-SECRET_KEY-in-production")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "django_prometheus",
+    "django_structlog",
+    "health_check",
+    "collectors",
+    "backfills",
+    "quality",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+# SQLite (WAL, busy timeout, IMMEDIATE transactions so concurrent writers queue instead of
+# failing) is the embedded default; mysql://user:pass@host:3306/name for MySQL/MariaDB.
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db.setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    # The test database is a file so that qcluster subprocesses in end-to-end tests share it.
+    _db["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+elif _db["ENGINE"] in ("django.db.backends.mysql",):
+    _db.setdefault("OPTIONS", {}).update(
+        {
+            "charset": "utf8mb4",
+            "init_command": "SET sql_mode='STRICT_TRANS_TABLES', time_zone='+00:00'",
+        }
+    )
+    _db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+_db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+_db["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and broker -----------------------------------------------------------------
+# With REDIS_URL, Redis is the cache and the django-q2 broker (needed for workers on several
+# machines without sharing one database queue). Without it, the database is both, so the web
+# process still sees the workers' heartbeats.
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache"}}
+
+Q_WORKERS = env_positive("Q_WORKERS", 2)
+Q_TASK_TIMEOUT = env_positive("Q_TASK_TIMEOUT", 1800)
+Q_CLUSTER = {
+    "name": env("Q_CLUSTER_NAME", default="collectors"),
+    "workers": Q_WORKERS,
+    "recycle": 500,
+    "timeout": Q_TASK_TIMEOUT,
+    # django-q2 requires retry > timeout; our own lease-based recovery (RUN_LEASE_SECONDS)
+    # picks up killed work much sooner than this broker-level redelivery.
+    "retry": Q_TASK_TIMEOUT + 60,
+    "max_attempts": 3,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 2000,
+    "poll": 0.2,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Collection -----------------------------------------------------------------------
+def env_date(name, default):
+    import datetime
+
+    text = env(name, default=default)
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise environ.ImproperlyConfigured(f"{name} must be a date like 2025-01-01, got {text!r}")
+
+
+# Default beginning date of new collectors (COLLECTION_START_DATE is accepted as an alias).
+COLLECTOR_BEGINNING_DATE = env_date("COLLECTOR_BEGINNING_DATE",
+                                    env("COLLECTION_START_DATE", default="2025-01-01"))
+COLLECTION_SCHEDULE = env("COLLECTION_SCHEDULE", default="0 */6 * * *")
+TOP_N_CRYPTOS = env_positive("TOP_N_CRYPTOS", 100)
+ENABLE_RATE_LIMITING = env.bool("ENABLE_RATE_LIMITING", default=True)
+# Request weight per window shared by every worker on every machine (Binance: 6000/minute
+# per IP; we keep headroom for anything else that uses the same address).
+EXCHANGE_WEIGHT_BUDGET = env_positive("EXCHANGE_WEIGHT_BUDGET", 4800)
+EXCHANGE_WEIGHT_WINDOW_SECONDS = env_positive("EXCHANGE_WEIGHT_WINDOW_SECONDS", 60)
+HTTP_TIMEOUT_SECONDS = env_positive("HTTP_TIMEOUT_SECONDS", 15.0, cast=float)
+# Longest Retry-After we sleep through inside one request; longer ones fail the page.
+HTTP_MAX_RETRY_AFTER_SECONDS = env_positive("HTTP_MAX_RETRY_AFTER_SECONDS", 120.0, cast=float)
+# A symbol task that has not written a heartbeat for this long is presumed dead (its worker
+# was killed) and is handed to another worker by the recovery sweep.
+RUN_LEASE_SECONDS = env_positive("RUN_LEASE_SECONDS", 90)
+RUN_RECOVERY_INTERVAL_MINUTES = env_positive("RUN_RECOVERY_INTERVAL_MINUTES", 1)
+
+# --- API ------------------------------------------------------------------------------
+API_KEY_REQUIRED = env.bool("API_KEY_REQUIRED", default=True)
+API_KEY_QUERY_PARAM_ENABLED = env.bool("API_KEY_QUERY_PARAM_ENABLED", default=True)
+API_KEY_CUSTOM_HEADER = "HTTP_X_API_KEY"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "collectors.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["collectors.auth.HasAdminAccess"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Market-data collection control plane",
+    "DESCRIPTION": "Run and supervise OHLCV and news collectors. Authenticate with X-API-Key.",
+    "VERSION": VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "Bearer": {"type": "http", "scheme": "bearer"},
+        }
+    },
+    "SECURITY": [{"ApiKeyHeader": []}, {"Bearer": []}],
+}
+
+# --- Static, i18n, time ---------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+# --- Logging (structlog) --------------------------------------------------------------
+from config.logging import configure_logging  # noqa: E402
+
+LOG_LEVEL = env("LOG_LEVEL", default="info").lower()
+LOG_FORMAT = env("LOG_FORMAT", default="console" if DEBUG else "json")
+LOGGING = configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT, service="collectors")
+DJANGO_STRUCTLOG_CELERY_ENABLED = False

@@ -1,0 +1,36 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from collectors import api
+from config import views
+
+admin.site.site_header = "Market-data collectors"
+admin.site.site_title = "Collectors admin"
+admin.site.index_title = "Collection control plane"
+
+api_admin = [
+    path("collect/trigger", api.CollectTrigger.as_view(), name="collect-trigger"),
+    path("collect/status", api.CollectStatus.as_view(), name="collect-status"),
+    path("runs/", api.RunList.as_view(), name="run-list"),
+    path("runs/<int:pk>/", api.RunDetail.as_view(), name="run-detail"),
+    path("runs/<int:pk>/cancel/", api.RunCancel.as_view(), name="run-cancel"),
+    path("collectors/", api.CollectorList.as_view(), name="collector-list"),
+    path("collectors/<slug:slug>/", api.CollectorDetail.as_view(), name="collector-detail"),
+    path("candles/", api.CandleList.as_view(), name="candle-list"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/admin/", include(api_admin)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("health", views.health, name="health"),
+    path("ready", views.ready, name="ready"),
+    path("", include("django_prometheus.urls")),
+    path("", views.home, name="home"),
+]
+
+handler404 = "config.views.not_found"
+handler500 = "config.views.server_error"
