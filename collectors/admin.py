@@ -1,1 +1,176 @@
-from django.contrib import admin
+"""Admin: collectors with collect-now actions, live runs, API keys, candles (read-only)."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.utils.html import format_html
+from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
+
+from collectors import services
+from collectors.models import ApiKey, Candle, CollectionRun, Collector, RunSymbol
+
+admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
+
+
+def progress_bar(percent: float, status: str) -> str:
+    colour = {"failed": "#ba2121", "partial": "#d98e04", "cancelled": "#888"}.get(status, "#2e7d32")
+    return format_html(
+        '<div style="width:140px;background:#eee;border-radius:3px;display:inline-block;'
+        'vertical-align:middle"><div style="width:{}%;background:{};height:10px;border-radius:3px">'
+        '</div></div> <span>{}%</span>', f"{percent:.0f}", colour, f"{percent:.0f}")
+
+
+def _collect_action(mode):
+    def action(modeladmin, request, queryset):
+        for collector in queryset:
+            try:
+                run = services.run_trigger(collector=collector, mode=mode,
+                                           triggered_by=f"admin:{request.user.get_username()}")
+            except services.RunConflict as conflict:
+                messages.warning(request, f"{collector.slug}: run {conflict.run.pk} is already "
+                                          f"{conflict.run.status}.")
+            except services.TriggerError as error:
+                messages.error(request, f"{collector.slug}: {error.message}")
+            else:
+                messages.success(request, format_html(
+                    '{}: <a href="../collectionrun/{}/change/">run {}</a> ({}) queued.',
+                    collector.slug, run.pk, run.pk, mode))
+
+    action.__name__ = f"collect_{mode}"
+    action.short_description = f"Collect now: {mode.replace('_', ' ')}"
+    return action
+
+
+class CollectorForm(forms.ModelForm):
+    class Meta:
+        model = Collector
+        fields = "__all__"
+        widgets = {"config": forms.Textarea(attrs={"rows": 4, "cols": 80}),
+                   "symbols": forms.Textarea(attrs={"rows": 3, "cols": 80})}
+
+
+@admin.register(Collector)
+class CollectorAdmin(admin.ModelAdmin):
+    form = CollectorForm
+    list_display = ["slug", "name", "kind", "interval", "symbol_rule", "enabled", "schedule", "last_run"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["slug", "name"]
+    prepopulated_fields = {"slug": ["name"]}
+    actions = [_collect_action(m) for m in services.MODES]
+
+    @admin.display(description="interval")
+    def interval(self, obj):
+        return obj.config.get("interval", "—")
+
+    @admin.display(description="symbols")
+    def symbol_rule(self, obj):
+        if obj.symbols:
+            return f"{len(obj.symbols)}: {', '.join(obj.symbols[:4])}{'…' if len(obj.symbols) > 4 else ''}"
+        return f"top {obj.config.get('top_n')} {obj.config.get('quote_asset', '')}"
+
+    @admin.display(description="last run")
+    def last_run(self, obj):
+        run = obj.runs.first()
+        if run is None:
+            return "—"
+        return format_html('<a href="../collectionrun/{}/change/">#{} {} ({})</a>',
+                           run.pk, run.pk, run.mode, run.status)
+
+
+class RunSymbolInline(admin.TabularInline):
+    model = RunSymbol
+    extra = 0
+    can_delete = False
+    fields = ["symbol", "status", "records", "requests", "retries", "throttled_seconds",
+              "missing_ranges", "error", "attempts", "started_at", "finished_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(CollectionRun)
+class CollectionRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "collector", "mode", "status", "progress_column", "records",
+                    "triggered_by", "created_at", "duration"]
+    list_filter = ["status", "mode", "collector"]
+    readonly_fields = ["collector", "mode", "status", "start", "end", "requested_symbols",
+                       "triggered_by", "task_id", "error", "created_at", "started_at",
+                       "finished_at", "progress_column", "records"]
+    inlines = [RunSymbolInline]
+    actions = ["cancel_runs"]
+    change_form_template = "admin/collectors/collectionrun/change_form.html"
+    change_list_template = "admin/collectors/collectionrun/change_list.html"
+
+    def has_add_permission(self, request):
+        return False  # runs are started from a collector's actions, the API or a schedule
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="progress")
+    def progress_column(self, obj):
+        progress = obj.progress()
+        return format_html("{} <small>{}/{} symbols</small>",
+                           progress_bar(progress["percent"], obj.status),
+                           progress["symbols_done"], progress["symbols_total"])
+
+    @admin.display(description="records")
+    def records(self, obj):
+        return f"{obj.progress()['records']:,}"
+
+    @admin.display(description="duration")
+    def duration(self, obj):
+        seconds = obj.elapsed_seconds
+        return "—" if seconds is None else f"{seconds:,.1f} s"
+
+    @admin.action(description="Cancel selected runs (stored data stays)")
+    def cancel_runs(self, request, queryset):
+        for run in queryset.filter(status__in=CollectionRun.ACTIVE):
+            services.run_cancel(run=run)
+            messages.success(request, f"Run {run.pk} cancelled.")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, object_id)
+        if request.method == "POST" and "_cancel_run" in request.POST and run is not None:
+            if not request.user.has_perm("collectors.change_collectionrun"):
+                raise PermissionDenied
+            if run.is_active:
+                services.run_cancel(run=run)
+                messages.success(request, f"Run {run.pk} cancelled; data already stored stays.")
+            return redirect(request.path)
+        extra_context = {**(extra_context or {}), "run_active": bool(run and run.is_active),
+                         "show_save": False, "show_save_and_continue": False}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):
+        active = CollectionRun.objects.active().exists()
+        return super().changelist_view(request, {**(extra_context or {}), "runs_active": active})
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(APIKeyModelAdmin):
+    list_display = [*APIKeyModelAdmin.list_display, "scope"]
+    list_filter = ["scope", "revoked"]
+
+
+@admin.register(Candle)
+class CandleAdmin(admin.ModelAdmin):
+    list_display = ["symbol", "interval", "open_time", "open", "high", "low", "close", "volume",
+                    "trades", "collector"]
+    list_filter = ["collector", "interval"]
+    search_fields = ["=symbol"]
+    show_full_result_count = False  # a COUNT(*) over millions of rows on every page is slow
+    list_per_page = 100
+    ordering = ["-open_time"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Candle._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -169,6 +169,8 @@ def plan_ranges(*, collector: Collector, symbol: str, mode: str, start: datetime
     series = collector.series
     horizon = floor_time(now - CLOSE_GRACE, step)
     beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
+    # A requested end is inclusive (the candle opening at `end` is wanted); ranges are half-open.
+    end = floor_time(end, step) + step if end else None
     last = None
     if mode in ("forward", "gap_fill"):
         last = last_stored(collector_id=collector.pk, symbol=symbol, series=series)

@@ -1,11 +1,14 @@
 """The database cache table (so `migrate` alone readies a database) and the recovery sweep."""
 
+import io
+
 from django.core.management import call_command
 from django.db import migrations
 
 
 def create_cache_table(apps, schema_editor):
-    call_command("createcachetable", database=schema_editor.connection.alias, verbosity=0)
+    call_command("createcachetable", database=schema_editor.connection.alias, verbosity=0,
+                 stdout=io.StringIO())
 
 
 def schedule_recovery(apps, schema_editor):

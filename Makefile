@@ -1,0 +1,45 @@
+# Two commands: `make run` (the demo) and `make test`. Everything installs into .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip --disable-pip-version-check -q
+
+.PHONY: install run test test-mysql bench bench-mysql migrate clean
+
+install: $(STAMP)
+
+$(STAMP): requirements/base.txt requirements/dev.txt requirements/mysql.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing Python packages into $(VENV) ..."
+	@$(PIP) install -r requirements/dev.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	@$(BIN)/python -c "import django, django_q, rest_framework" 
+	@if command -v mariadb_config >/dev/null 2>&1 || command -v mysql_config >/dev/null 2>&1; then \
+	  $(PIP) install -r requirements/mysql.txt 2>&1 | grep -v "is ignored: it is neither" || true; \
+	else \
+	  echo "MySQL/MariaDB driver not installed: for MySQL run 'apt-get install -y libmariadb-dev' then 'make install' (SQLite needs nothing)."; \
+	fi
+	@touch $@
+
+migrate: install
+	@$(BIN)/python manage.py migrate --noinput -v 0
+
+run: migrate
+	@$(BIN)/python manage.py collectstatic --noinput -v 0
+	@deploy/dev/run.sh
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-mysql: install
+	DATABASE_URL=$${DATABASE_URL:-mysql://root@127.0.0.1:3306/collectors} $(BIN)/python -m pytest -q
+
+bench: migrate
+	$(BIN)/python manage.py bench_collect
+
+bench-mysql: install
+	DATABASE_URL=$${DATABASE_URL:-mysql://root@127.0.0.1:3306/collectors_bench} sh -c \
+	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python manage.py bench_collect'
+
+clean:
+	rm -rf $(VENV) staticfiles .demo db.sqlite3* .test-db.sqlite3*

@@ -1,0 +1,106 @@
+"""End to end: HTTP trigger -> real qcluster workers -> database -> status, and kill -9."""
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+import requests
+
+from collectors.emulator import kline
+from collectors.models import ApiKey, Candle, CollectionRun, RunSymbol
+from tests.e2e import free_port, start_qcluster, start_web, wait_for
+from tests.factories import CollectorFactory
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+HOUR_MS = 3_600_000
+
+
+def ms(moment):
+    return int(moment.timestamp() * 1000)
+
+
+def assert_exact(collector, symbols, start, end):
+    expected = list(range(ms(start), ms(end), HOUR_MS))
+    for symbol in symbols:
+        rows = list(Candle.objects.filter(collector=collector, symbol=symbol).order_by("open_time")
+                    .values_list("open_time", "close", "volume"))
+        assert [ms(r[0]) for r in rows] == expected, symbol
+        for open_time, close, volume in rows[:: max(len(rows) // 50, 1)]:
+            k = kline(symbol, "1h", ms(open_time))
+            assert (format(close, "f"), format(volume, "f")) == (k[4], k[5])
+
+
+def test_trigger_over_http_is_collected_by_qcluster_and_a_rerun_skips_everything(emulator, tmp_path):
+    symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "NEWCOINUSDT"]
+    collector = CollectorFactory(slug="e2e", config={"base_url": emulator.url, "interval": "1h"},
+                                 symbols=symbols)
+    _, key = ApiKey.objects.create_key(name="e2e")
+    port = free_port()
+    web, worker = start_web(tmp_path, port), start_qcluster(tmp_path)
+    try:
+        base, headers = f"http://127.0.0.1:{port}", {"X-API-Key": key}
+        body = {"mode": "backward", "collector": "e2e", "start_date": "2025-01-01",
+                "end_date": "2025-08-31"}
+        trigger = requests.post(f"{base}/api/admin/collect/trigger", json=body, headers=headers, timeout=10)
+        assert trigger.status_code == 202, trigger.text
+        run_id = trigger.json()["run_id"]
+
+        def finished():
+            status = requests.get(f"{base}/api/admin/collect/status?collector=e2e", headers=headers,
+                                  timeout=10).json()
+            return status if status["status"] not in ("queued", "running") else None
+
+        status = wait_for(finished, timeout=120, what="the run to finish")
+        assert status["run_id"] == run_id and status["status"] == "complete"
+        details = {d["symbol"]: d for d in status["last_results"]["details"]}
+        assert status["last_results"]["complete"] == 4 and set(details) == set(symbols)
+        assert details["BTCUSDT"]["records"] == 243 * 24 and details["NEWCOINUSDT"]["records"] == 92 * 24
+        assert_exact(collector, ["BTCUSDT", "ETHUSDT", "BNBUSDT"], datetime(2025, 1, 1, tzinfo=timezone.utc),
+                     datetime(2025, 9, 1, tzinfo=timezone.utc))
+
+        emulator.reset_stats()
+        again = requests.post(f"{base}/api/admin/collect/trigger", json=body, headers=headers, timeout=10)
+        assert again.status_code == 202
+        status = wait_for(finished, timeout=60, what="the second run to finish")
+        assert status["run_id"] == again.json()["run_id"]
+        assert status["last_results"]["skipped"] == 4
+        assert sum(emulator.stats()["klines_by_symbol"].values()) == 0
+    finally:
+        web.stop()
+        worker.stop()
+
+
+def test_a_run_survives_kill_minus_9_of_its_qcluster_and_finishes_with_exact_data(emulator, tmp_path):
+    emulator.configure(slow_ms=40)  # so the kill lands in the middle of the run
+    symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "ETHBTC"]
+    collector = CollectorFactory(slug="e2e-kill", config={"base_url": emulator.url, "interval": "1h"},
+                                 symbols=symbols, beginning_date=datetime(2023, 1, 1).date())
+    from collectors import services
+
+    run = services.run_trigger(collector=collector, mode="backward",
+                               end=datetime(2025, 6, 30, 23, tzinfo=timezone.utc), triggered_by="tests")
+    first = start_qcluster(tmp_path, "first")
+    try:
+        wait_for(lambda: RunSymbol.objects.filter(run=run, status=RunSymbol.COMPLETE).exists()
+                 and RunSymbol.objects.filter(run=run, status=RunSymbol.RUNNING).exists(),
+                 timeout=60, what="the run to be under way")
+    finally:
+        first.kill_group()
+    stored_at_kill = Candle.objects.filter(collector=collector).count()
+    states = dict(RunSymbol.objects.filter(run=run).values_list("symbol", "status"))
+    assert "running" in states.values() and CollectionRun.objects.get(pk=run.pk).status == "running"
+    time.sleep(3.5)  # the dead workers' lease (RUN_LEASE_SECONDS=3) runs out
+    emulator.configure(slow_ms=0)
+    second = start_qcluster(tmp_path, "second")
+    try:
+        wait_for(lambda: CollectionRun.objects.get(pk=run.pk).status not in CollectionRun.ACTIVE,
+                 timeout=120, what="the restarted cluster to finish the run")
+    finally:
+        second.stop()
+    run.refresh_from_db()
+    assert run.status == CollectionRun.COMPLETE, run.error
+    assert stored_at_kill < len(symbols) * 21840
+    assert_exact(collector, symbols, datetime(2023, 1, 1, tzinfo=timezone.utc),
+                 datetime(2025, 7, 1, tzinfo=timezone.utc))
+    resumed = RunSymbol.objects.filter(run=run, symbol__in=[s for s, st in states.items() if st == "running"])
+    assert all(item.attempts == 2 for item in resumed)

@@ -1,0 +1,38 @@
+import pytest
+from rest_framework.test import APIClient
+
+from collectors.emulator import ExchangeEmulator
+from collectors.models import ApiKey
+
+
+@pytest.fixture(autouse=True)
+def _fast_settings(settings):
+    """Tests must not wait minutes: tiny backoffs and leases, a roomy weight budget."""
+    settings.EXCHANGE_WEIGHT_BUDGET = 100_000
+    settings.RUN_LEASE_SECONDS = 3
+
+
+@pytest.fixture
+def emulator():
+    emu = ExchangeEmulator().start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def admin_key(db):
+    _, key = ApiKey.objects.create_key(name="tests", scope=ApiKey.ADMIN)
+    return key
+
+
+@pytest.fixture
+def read_key(db):
+    _, key = ApiKey.objects.create_key(name="reader", scope=ApiKey.READ)
+    return key
+
+
+@pytest.fixture
+def api(admin_key):
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=admin_key)
+    return client
