@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install run test test-mysql bench bench-mysql migrate clean
+
+.PHONY: install install-mysql run test test-mysql bench bench-mysql migrate clean
 
 install: $(STAMP)
 
@@ -31,14 +32,18 @@ run: migrate
 test: install
 	$(BIN)/python -m pytest -q
 
-test-mysql: install
+install-mysql: install
+	@$(BIN)/python -c "import MySQLdb" 2>/dev/null || $(PIP) install -r requirements/mysql.txt
+
+test-mysql: install-mysql
 	DATABASE_URL=$${DATABASE_URL:-mysql://root@127.0.0.1:3306/collectors} $(BIN)/python -m pytest -q
 
 bench: migrate
-	$(BIN)/python manage.py bench_collect
+	LOG_LEVEL=warning $(BIN)/python manage.py bench_collect
 
-bench-mysql: install
-	DATABASE_URL=$${DATABASE_URL:-mysql://root@127.0.0.1:3306/collectors_bench} sh -c \
+bench-mysql: install-mysql
+	mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4"
+	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
 	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python manage.py bench_collect'
 
 clean:
