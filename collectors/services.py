@@ -3,6 +3,7 @@
 One engine serves every mode; modes differ only in the range they ask `plan_ranges` for.
 """
 
+import re
 from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
 
 import structlog
@@ -24,6 +25,7 @@ from collectors.storage import upsert_candles
 log = structlog.get_logger(__name__)
 
 MODES = ("backward", "forward", "gap_fill")
+SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 # A candle counts as closed only this long after its period ends, so a clock slightly ahead
 # of the exchange's never stores the still-open candle as final.
 CLOSE_GRACE = timedelta(seconds=5)
@@ -80,14 +82,15 @@ def run_trigger(*, collector: Collector, mode: str, start: datetime | None = Non
         symbols = [s.strip().upper() for s in symbols]
         if not symbols:
             raise TriggerError("symbols", "Give at least one symbol, or leave symbols out for all.")
+        malformed = [s for s in symbols if not SYMBOL_RE.match(s)]
+        if malformed:
+            raise TriggerError("symbols", f"Not a symbol: {malformed[0][:40]!r}.")
+        if len(set(symbols)) != len(symbols):
+            raise TriggerError("symbols", "Symbols must not repeat.")
         if collector.symbols:
             unknown = [s for s in symbols if s not in collector.symbols]
             if unknown:
                 raise TriggerError("symbols", f"Not a symbol of {collector.slug}: {', '.join(unknown)}.")
-        try:
-            collector.source_class.validate_config(collector.config, symbols)
-        except Exception:
-            raise TriggerError("symbols", "Symbols must be upper-case codes such as BTCUSDT, each once.")
     if not collector.enabled:
         raise TriggerError("collector", f"Collector {collector.slug} is disabled.")
     with transaction.atomic():
