@@ -1,27 +1,43 @@
 """REST API under /api/admin/ (see API_CONTRACT.md). Views parse, call one service, render."""
 
 import csv
+from collections.abc import Mapping
 from datetime import datetime, time as dtime, timezone as dt_timezone
 
+import structlog
+from croniter import croniter
+from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, pagination, renderers, serializers, status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import generics, renderers, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collectors import services, sources
+from collectors.auth import ApiKeyUser
 from collectors.models import Candle, CollectionRun, Collector, RunNotActive, RunSymbol
+from config.api import ContentNegotiation, CursorPagination
+
+log = structlog.get_logger(__name__)
 
 SECRET_WORDS = ("secret", "password", "token", "api_key", "apikey", "private")
 MASK = "********"
+# Epoch-millisecond upstreams cannot express earlier times; nothing to collect before anyway.
+EARLIEST = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+RUN_STATUSES = [s for s, _ in CollectionRun.STATUSES]
+
+BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description='Invalid input: `{"field": ["message"]}` '
+                              'or `{"detail": "message", "<field>": ["message"]}`.')
+NOT_FOUND = OpenApiResponse(OpenApiTypes.OBJECT, description='`{"detail": "Not found."}`')
 
 
 # --- plumbing -------------------------------------------------------------------------
 
+@extend_schema_field(OpenApiTypes.DATETIME)
 class UtcDateTimeField(serializers.Field):
     """ISO 8601 date or datetime in; aware UTC out. A bare date as an end means end of day."""
 
@@ -30,21 +46,28 @@ class UtcDateTimeField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, value):
-        if not isinstance(value, str):
+        if not isinstance(value, str) or len(value) > 64 or not value.isascii():
             self.fail_invalid(value)
-        text = value.strip()
+        text = value.strip().upper()
         try:
-            moment = parse_datetime(text.replace("z", "Z"))
-            if moment is None:
-                day = parse_date(text)
-                if day is None:
-                    self.fail_invalid(value)
-                moment = datetime.combine(day, dtime.max if self.end_of_day else dtime.min)
-        except ValueError:
+            # Dates first: parse_datetime would also read "2025-01-01" (as midnight).
+            day = parse_date(text)
+            moment = None if day else parse_datetime(text)
+        except ValueError:  # well-formed but impossible, such as 2025-02-30
+            self.fail_invalid(value)
+        if day:
+            moment = datetime.combine(day, dtime.max if self.end_of_day else dtime.min)
+        elif moment is None:
             self.fail_invalid(value)
         if timezone.is_naive(moment):
             moment = moment.replace(tzinfo=dt_timezone.utc)
-        return moment.astimezone(dt_timezone.utc)
+        try:
+            moment = moment.astimezone(dt_timezone.utc)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 and the like
+            self.fail_invalid(value)
+        if moment < EARLIEST:
+            raise ValidationError("Must be 1970-01-01 or later.")
+        return moment
 
     def fail_invalid(self, value):
         raise ValidationError(f"Not an ISO 8601 date or datetime: {str(value)[:40]!r} "
@@ -58,8 +81,32 @@ def iso(moment):
     return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
 
 
-def bad_request(field, message, **extra):
-    return Response({"detail": message, field: [message], **extra}, status=status.HTTP_400_BAD_REQUEST)
+def decimal_text(value):
+    """A stored decimal as the exchange wrote it: never exponent notation (str() gives 0E-8)."""
+    return None if value is None else format(value, "f")
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "example": "60000.12000000"})
+class DecimalTextField(serializers.Field):
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value):
+        return decimal_text(value)
+
+
+class RejectUnknownFields:
+    """Serializer mixin: a key the serializer does not know is a 400 naming it (catches typos)."""
+
+    IGNORED = {"csrfmiddlewaretoken"}  # sent by the browsable API's HTML forms
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(str(k) for k in set(data) - set(self.fields) - self.IGNORED)
+            if unknown:
+                allowed = ", ".join(n for n, f in self.fields.items() if not f.read_only)
+                raise ValidationError({k[:64]: [f"Unknown field; allowed: {allowed}."] for k in unknown[:10]})
+        return super().to_internal_value(data)
 
 
 def validated(serializer_class, data):
@@ -68,23 +115,64 @@ def validated(serializer_class, data):
     return serializer.validated_data
 
 
+def collector_by_slug(slug: str) -> Collector:
+    collector = Collector.objects.filter(slug=slug).first()
+    if collector is None:
+        raise ValidationError(f"Unknown collector {slug!r}.")
+    return collector
+
+
+class ApiView:
+    """Mixin for every view here: errors are JSON even when CSV was asked for, and an
+    unknown ?format= is a 400 rather than DRF's bare 404."""
+
+    content_negotiation_class = ContentNegotiation
+
+    def handle_exception(self, exc):
+        request = self.request
+        if getattr(getattr(request, "accepted_renderer", None), "format", None) == "csv":
+            request.accepted_renderer = renderers.JSONRenderer()
+            request.accepted_media_type = request.accepted_renderer.media_type
+        return super().handle_exception(exc)
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
 # --- runs -----------------------------------------------------------------------------
 
+class RangeSerializer(serializers.Serializer):
+    start = serializers.CharField(help_text="ISO 8601, UTC, inclusive")
+    end = serializers.CharField(help_text="ISO 8601, UTC, exclusive")
+
+
+class ProgressSerializer(serializers.Serializer):
+    symbols_done = serializers.IntegerField()
+    symbols_total = serializers.IntegerField()
+    records = serializers.IntegerField()
+    requests = serializers.IntegerField()
+    percent = serializers.FloatField()
+
+
 class RunSymbolSerializer(serializers.ModelSerializer):
+    missing_ranges = RangeSerializer(many=True, read_only=True)
+    error = serializers.SerializerMethodField()
+
     class Meta:
         model = RunSymbol
         fields = ["symbol", "status", "records", "requests", "retries", "throttled_seconds",
                   "missing_ranges", "error", "attempts", "started_at", "finished_at"]
 
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["error"] = data["error"] or None
-        return data
+    def get_error(self, item) -> str | None:
+        return item.error or None
 
 
 class RunSerializer(serializers.ModelSerializer):
     collector = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    elapsed_seconds = serializers.FloatField(read_only=True)
+    requested_symbols = serializers.ListField(child=serializers.CharField(), read_only=True)
+    error = serializers.SerializerMethodField()
+    elapsed_seconds = serializers.FloatField(read_only=True, allow_null=True)
     progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -93,15 +181,33 @@ class RunSerializer(serializers.ModelSerializer):
                   "triggered_by", "error", "created_at", "started_at", "finished_at",
                   "elapsed_seconds", "progress"]
 
-    def get_progress(self, run) -> dict:
+    def get_error(self, run) -> str | None:
+        return run.error or None
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, run):
         return run.progress()
 
 
 class RunDetailSerializer(RunSerializer):
+    # A plain string here and in other components keeps one named enum per choice set in the
+    # schema (drf-spectacular warns about shared ones unless ENUM_NAME_OVERRIDES names them).
+    status = serializers.CharField(read_only=True, help_text=f"One of: {', '.join(RUN_STATUSES)}.")
     details = RunSymbolSerializer(source="symbols", many=True, read_only=True)
 
     class Meta(RunSerializer.Meta):
         fields = RunSerializer.Meta.fields + ["details"]
+
+
+class RunResultsSerializer(serializers.Serializer):
+    run_id = serializers.IntegerField()
+    total_cryptos = serializers.IntegerField(help_text="Symbols in the run.")
+    complete = serializers.IntegerField()
+    partial = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    total_records = serializers.IntegerField()
+    details = RunSymbolSerializer(many=True)
 
 
 def run_results(run: CollectionRun) -> dict:
@@ -112,18 +218,20 @@ def run_results(run: CollectionRun) -> dict:
         if item.status in counts:
             counts[item.status] += 1
     return {"run_id": run.pk, "total_cryptos": len(symbols), **counts,
-            "total_records": sum(i.records for i in symbols),
-            "details": RunSymbolSerializer(symbols, many=True).data}
+            "total_records": sum(i.records for i in symbols), "details": symbols}
 
 
 class RunFilterSerializer(serializers.Serializer):
-    collector = serializers.SlugField(required=False)
-    status = serializers.ChoiceField(choices=[s for s, _ in CollectionRun.STATUSES], required=False)
+    collector = serializers.SlugField(required=False, help_text="Collector slug")
+    status = serializers.ChoiceField(choices=RUN_STATUSES, required=False)
     mode = serializers.ChoiceField(choices=services.MODES, required=False)
 
+    def validate_collector(self, slug):
+        return collector_by_slug(slug)
 
-@extend_schema(parameters=[RunFilterSerializer])
-class RunList(generics.ListAPIView):
+
+@extend_schema(parameters=[RunFilterSerializer], responses={200: RunSerializer(many=True), 400: BAD_REQUEST})
+class RunList(ApiView, generics.ListAPIView):
     """Collection runs, newest first."""
 
     serializer_class = RunSerializer
@@ -132,7 +240,7 @@ class RunList(generics.ListAPIView):
         filters = validated(RunFilterSerializer, self.request.query_params)
         runs = CollectionRun.objects.select_related("collector")
         if "collector" in filters:
-            runs = runs.filter(collector__slug=filters["collector"])
+            runs = runs.filter(collector=filters["collector"])
         if "status" in filters:
             runs = runs.filter(status=filters["status"])
         if "mode" in filters:
@@ -140,43 +248,68 @@ class RunList(generics.ListAPIView):
         return runs
 
 
-class RunDetail(generics.RetrieveAPIView):
+@extend_schema(responses={200: RunDetailSerializer, 404: NOT_FOUND})
+class RunDetail(ApiView, generics.RetrieveAPIView):
     """One run with its per-symbol results."""
 
     serializer_class = RunDetailSerializer
-    queryset = CollectionRun.objects.select_related("collector")
+    queryset = CollectionRun.objects.select_related("collector").prefetch_related("symbols")
 
 
-class RunCancel(APIView):
-    @extend_schema(request=None, responses={200: RunDetailSerializer})
+class RunCancel(ApiView, APIView):
+    @extend_schema(request=None, responses={200: RunDetailSerializer, 404: NOT_FOUND, 409: ErrorSerializer})
     def post(self, request, pk):
-        """Stop a queued or running run; data already stored stays."""
-        run = generics.get_object_or_404(CollectionRun, pk=pk)
+        """Stop a queued or running run; data already stored stays. 409 if it already ended."""
+        run = generics.get_object_or_404(CollectionRun.objects.select_related("collector"), pk=pk)
         try:
             services.run_cancel(run=run)
         except RunNotActive as error:
+            run.refresh_from_db(fields=["status"])
             return Response({"detail": str(error), "status": run.status}, status=status.HTTP_409_CONFLICT)
         return Response(RunDetailSerializer(run).data)
 
 
 # --- collect --------------------------------------------------------------------------
 
-class TriggerSerializer(serializers.Serializer):
+class TriggerSerializer(RejectUnknownFields, serializers.Serializer):
+    """What to collect: a mode, and optionally the collector, a date range and symbols."""
+
     mode = serializers.ChoiceField(choices=services.MODES)
-    collector = serializers.CharField(required=False, allow_blank=False, max_length=64)
+    collector = serializers.CharField(required=False, allow_blank=False, max_length=64,
+                                      help_text="Collector slug; optional when exactly one is enabled.")
     start_date = UtcDateTimeField(required=False, allow_null=True)
-    end_date = UtcDateTimeField(required=False, allow_null=True, end_of_day=True)
+    end_date = UtcDateTimeField(required=False, allow_null=True, end_of_day=True,
+                                help_text="A bare date means the end of that day.")
     symbols = serializers.ListField(child=serializers.CharField(max_length=32), required=False,
-                                    allow_null=True, max_length=5000)
+                                    allow_null=True, max_length=5000,
+                                    help_text="Default: all of the collector's symbols.")
+
+
+class TriggerAcceptedSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    mode = serializers.ChoiceField(choices=services.MODES)
+    run_id = serializers.IntegerField()
+    collector = serializers.CharField()
+    status_endpoint = serializers.CharField()
+
+
+class TriggerConflictSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    run_id = serializers.IntegerField(help_text="The run already queued or running.")
 
 
 def who(request) -> str:
     user = request.user
-    return str(user) if getattr(user, "username", "").startswith("api:") else f"user:{user}"
+    if isinstance(user, ApiKeyUser):
+        return user.username
+    return f"user:{user.get_username()}" if user is not None else "anonymous"
 
 
-class CollectTrigger(APIView):
-    @extend_schema(request=TriggerSerializer, responses={202: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+class CollectTrigger(ApiView, APIView):
+    @extend_schema(request=TriggerSerializer,
+                   responses={202: TriggerAcceptedSerializer, 400: BAD_REQUEST, 409: TriggerConflictSerializer})
     def post(self, request):
         """Start a collection run (backward, forward or gap_fill); it runs on the workers."""
         data = validated(TriggerSerializer, request.data)
@@ -187,64 +320,122 @@ class CollectTrigger(APIView):
                                        symbols=data.get("symbols"), triggered_by=who(request))
         except services.TriggerError as error:
             extra = {"choices": error.choices} if error.choices is not None else {}
-            return bad_request(error.field, error.message, success=False, **extra)
+            return Response({"success": False, "detail": error.message, error.field: [error.message],
+                             **extra}, status=status.HTTP_400_BAD_REQUEST)
         except services.RunConflict as conflict:
             return Response({"success": False, "message": str(conflict), "run_id": conflict.run.pk},
                             status=status.HTTP_409_CONFLICT)
-        return Response({"success": True, "message": f"Collection task started: {run.mode}",
-                         "mode": run.mode, "run_id": run.pk, "collector": collector.slug,
-                         "status_endpoint": "/api/admin/collect/status"},
-                        status=status.HTTP_202_ACCEPTED)
+        body = {"success": True, "message": f"Collection task started: {run.mode}", "mode": run.mode,
+                "run_id": run.pk, "collector": collector.slug, "status_endpoint": "/api/admin/collect/status"}
+        return Response(TriggerAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class CollectorStateSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    is_running = serializers.BooleanField()
+    status = serializers.CharField(help_text=f"One of: idle, {', '.join(RUN_STATUSES)}.")
+    last_run_id = serializers.IntegerField(allow_null=True)
+    last_success_at = serializers.DateTimeField(allow_null=True)
+
+
+class CollectStatusSerializer(serializers.Serializer):
+    is_running = serializers.BooleanField()
+    current_operation = serializers.CharField(
+        allow_null=True, help_text=f"The running run's mode ({', '.join(services.MODES)}), else null.")
+    status = serializers.ChoiceField(choices=["idle"] + RUN_STATUSES)
+    collector = serializers.CharField(allow_null=True)
+    elapsed_seconds = serializers.FloatField(allow_null=True)
+    run_id = serializers.IntegerField(allow_null=True)
+    progress = ProgressSerializer(allow_null=True)
+    last_results = RunResultsSerializer(allow_null=True, help_text="The most recent run (the running one while it runs).")
+    collectors = CollectorStateSerializer(many=True, required=False,
+                                          help_text="Each collector; only without ?collector=.")
+
+
+class StatusFilterSerializer(serializers.Serializer):
+    collector = serializers.CharField(required=False, allow_blank=True, max_length=64,
+                                      help_text="Collector slug; leave out for all collectors.")
+
+    def validate_collector(self, slug):
+        return collector_by_slug(slug) if slug else None
 
 
 def run_status(run: CollectionRun | None) -> dict:
     if run is None:
-        return {"is_running": False, "current_operation": None, "status": "idle",
+        return {"is_running": False, "current_operation": None, "status": "idle", "collector": None,
                 "elapsed_seconds": None, "run_id": None, "progress": None, "last_results": None}
+    elapsed = run.elapsed_seconds
     return {"is_running": run.is_active, "current_operation": run.mode if run.is_active else None,
             "status": run.status, "collector": run.collector.slug,
-            "elapsed_seconds": run.elapsed_seconds, "run_id": run.pk, "progress": run.progress(),
-            "last_results": run_results(run)}
+            "elapsed_seconds": None if elapsed is None else round(elapsed, 1), "run_id": run.pk,
+            "progress": run.progress(), "last_results": run_results(run)}
 
 
-class CollectStatus(APIView):
-    @extend_schema(parameters=[OpenApiParameter("collector", str, description="Collector slug")],
-                   responses={200: OpenApiTypes.OBJECT})
-    def get(self, request):
-        """What is running now and the per-symbol results of the most recent run."""
-        slug = request.query_params.get("collector")
-        if slug:
-            collector = Collector.objects.filter(slug=slug).first()
-            if collector is None:
-                return bad_request("collector", f"Unknown collector {slug!r}.")
-            return Response(run_status(collector.runs.select_related("collector").first()))
-        latest = CollectionRun.objects.select_related("collector").first()
-        body = run_status(latest)
-        collectors = list(Collector.objects.all())
-        if len(collectors) > 1:
-            body["collectors"] = [collector_summary(c) for c in collectors]
-        return Response(body)
-
-
-def collector_summary(collector: Collector) -> dict:
+def collector_state(collector: Collector) -> dict:
     last = collector.runs.first()
     success = collector.runs.filter(status=CollectionRun.COMPLETE).order_by("-finished_at").first()
     return {"slug": collector.slug, "is_running": bool(last and last.is_active),
             "status": last.status if last else "idle", "last_run_id": last.pk if last else None,
-            "last_success_at": iso(success.finished_at) if success else None}
+            "last_success_at": success.finished_at if success else None}
+
+
+class CollectStatus(ApiView, APIView):
+    @extend_schema(parameters=[StatusFilterSerializer],
+                   responses={200: CollectStatusSerializer, 400: BAD_REQUEST})
+    def get(self, request):
+        """What is running now and the per-symbol results of the most recent run."""
+        collector = validated(StatusFilterSerializer, request.query_params).get("collector")
+        runs = CollectionRun.objects.select_related("collector")
+        if collector:
+            body = run_status(runs.filter(collector=collector).first())
+        else:
+            body = run_status(runs.first())
+            body["collectors"] = [collector_state(c) for c in Collector.objects.all()]
+        return Response(CollectStatusSerializer(body).data)
 
 
 # --- collectors -----------------------------------------------------------------------
 
+def is_secret(key) -> bool:
+    return any(word in str(key).lower() for word in SECRET_WORDS)
+
+
 def mask(config: dict) -> dict:
-    return {k: (MASK if any(w in k.lower() for w in SECRET_WORDS) and v else v) for k, v in config.items()}
+    return {k: (mask(v) if isinstance(v, dict) else MASK if is_secret(k) and v not in (None, "") else v)
+            for k, v in config.items()}
 
 
-class CollectorSerializer(serializers.ModelSerializer):
+def unmask(sent: dict, stored: dict) -> dict:
+    """A masked secret sent back (a GET edited and PATCHed) means "keep the stored one"."""
+    out = {}
+    for key, value in sent.items():
+        old = stored.get(key) if isinstance(stored, dict) else None
+        if isinstance(value, dict):
+            value = unmask(value, old if isinstance(old, dict) else {})
+        elif value == MASK and old is not None:
+            value = old
+        out[key] = value
+    return out
+
+
+class LastRunSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    mode = serializers.CharField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class CollectorSerializer(RejectUnknownFields, serializers.ModelSerializer):
+    """A collector definition: its kind, settings (secrets masked), symbols and schedule."""
+
     kind = serializers.ChoiceField(choices=list(sources.SOURCES))
-    config = serializers.JSONField(required=False)
-    symbols = serializers.JSONField(required=False)
-    beginning_date = serializers.DateField(required=False)
+    config = serializers.DictField(
+        required=False, help_text="Settings for the kind; secrets come back masked. binance_klines: "
+        "base_url, interval, and top_n with quote_asset instead of symbols. On PATCH the keys "
+        "sent are merged into the stored config; a key sent as null is removed.")
+    symbols = serializers.ListField(child=serializers.CharField(max_length=32), required=False,
+                                    max_length=5000)
     last_run = serializers.SerializerMethodField()
 
     class Meta:
@@ -256,73 +447,128 @@ class CollectorSerializer(serializers.ModelSerializer):
         extra_kwargs = {"retry_backoff_seconds": {"min_value": 0, "max_value": 600},
                         "max_retries": {"max_value": 20}}
 
-    def get_last_run(self, collector) -> dict | None:
+    @extend_schema_field(LastRunSerializer(allow_null=True))
+    def get_last_run(self, collector):
         run = collector.runs.first()
-        return None if run is None else {"id": run.pk, "mode": run.mode, "status": run.status,
-                                          "created_at": iso(run.created_at),
-                                          "finished_at": iso(run.finished_at)}
+        return None if run is None else LastRunSerializer(run).data
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
         data["config"] = mask(instance.config)
         return data
 
+    def validate_slug(self, slug):
+        if self.instance is not None and slug != self.instance.slug:
+            raise ValidationError("The slug cannot be changed; create a new collector.")
+        return slug
+
+    def validate_schedule(self, schedule):
+        if schedule and not croniter.is_valid(schedule):
+            raise ValidationError("Not a cron expression such as '0 */6 * * *' (UTC).")
+        return schedule
+
     def validate(self, attrs):
         instance = self.instance
         kind = attrs.get("kind", instance.kind if instance else None)
-        config = attrs.get("config", instance.config if instance else {})
         symbols = attrs.get("symbols", instance.symbols if instance else [])
-        if instance and isinstance(config, dict):  # a masked secret sent back means "unchanged"
-            config = {k: (instance.config.get(k) if v == MASK else v) for k, v in config.items()}
+        config = attrs.get("config", {})
+        if instance is not None:
+            config = unmask(config, instance.config)
+            if "config" not in attrs:
+                config = instance.config
+            elif self.partial:
+                config = {**instance.config, **config}
+        config = {k: v for k, v in config.items() if v is not None}
         try:
             attrs["config"], attrs["symbols"] = sources.validate_config(kind, config, symbols)
         except sources.ConfigError as error:
             raise ValidationError(error.as_field_errors())
-        if instance and "slug" in attrs and attrs["slug"] != instance.slug:
-            raise ValidationError({"slug": ["The slug cannot be changed; create a new collector."]})
+        except (TypeError, ValueError, AttributeError, KeyError):
+            # The kind tripped over a value of the wrong type: still the caller's input.
+            log.warning("config_validation_crashed", kind=kind, exc_info=True)
+            raise ValidationError({"config": [f"A value has the wrong type for the {kind} kind."]})
         return attrs
 
 
-class CollectorList(generics.ListCreateAPIView):
+@extend_schema(responses={200: CollectorSerializer(many=True)})
+class CollectorList(ApiView, generics.ListCreateAPIView):
     """Collector definitions (GET) and creating one (POST)."""
 
     serializer_class = CollectorSerializer
     queryset = Collector.objects.all()
 
+    @extend_schema(responses={201: CollectorSerializer, 400: BAD_REQUEST, 409: ErrorSerializer})
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
 
-class CollectorDetail(generics.RetrieveUpdateAPIView):
-    """One collector (GET) and changing it (PATCH)."""
+    def perform_create(self, serializer):
+        # A savepoint: losing a race for the slug (IntegrityError, a 409) leaves the
+        # connection usable inside an outer transaction.
+        with transaction.atomic():
+            serializer.save()
+
+
+class CollectorDetail(ApiView, generics.RetrieveUpdateAPIView):
+    """One collector (GET) and changing it (PATCH; the slug cannot change)."""
 
     serializer_class = CollectorSerializer
     queryset = Collector.objects.all()
     lookup_field = "slug"
     http_method_names = ["get", "patch", "head", "options"]
 
+    @extend_schema(responses={200: CollectorSerializer, 404: NOT_FOUND})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(responses={200: CollectorSerializer, 400: BAD_REQUEST, 404: NOT_FOUND})
+    def patch(self, request, *args, **kwargs):
+        return super().patch(request, *args, **kwargs)
+
 
 # --- candles --------------------------------------------------------------------------
 
+CANDLE_COLUMNS = ["symbol", "interval", "open_time", "open", "high", "low", "close", "volume",
+                  "close_time", "quote_volume", "trades"]
+
+
 class CandleSerializer(serializers.ModelSerializer):
-    open_time = UtcDateTimeField()
-    close_time = UtcDateTimeField()
+    open_time = UtcDateTimeField(read_only=True)
+    close_time = UtcDateTimeField(read_only=True)
+    open = DecimalTextField()
+    high = DecimalTextField()
+    low = DecimalTextField()
+    close = DecimalTextField()
+    volume = DecimalTextField()
+    quote_volume = DecimalTextField()
 
     class Meta:
         model = Candle
-        fields = ["symbol", "interval", "open_time", "open", "high", "low", "close", "volume",
-                  "close_time", "quote_volume", "trades"]
-
-    def to_representation(self, candle):
-        data = super().to_representation(candle)
-        for field in ("open", "high", "low", "close", "volume", "quote_volume"):
-            data[field] = str(getattr(candle, field))
-        return data
+        fields = CANDLE_COLUMNS
 
 
 class CandleFilterSerializer(serializers.Serializer):
-    collector = serializers.SlugField()
+    collector = serializers.SlugField(help_text="Collector slug")
     symbol = serializers.CharField(required=False, max_length=32)
-    start = UtcDateTimeField(required=False)
-    end = UtcDateTimeField(required=False, end_of_day=True)
-    format = serializers.ChoiceField(choices=["json", "csv", "api"], required=False)
+    start = UtcDateTimeField(required=False, help_text="Earliest open_time (inclusive).")
+    end = UtcDateTimeField(required=False, end_of_day=True,
+                           help_text="Latest open_time (inclusive; a bare date means the whole day).")
+    format = serializers.ChoiceField(choices=["json", "csv"], required=False,
+                                     help_text="csv streams every matching candle (no pagination).")
+
+    def validate_collector(self, slug):
+        return collector_by_slug(slug)
+
+    def validate(self, attrs):
+        if "start" in attrs and "end" in attrs and attrs["end"] < attrs["start"]:
+            raise ValidationError({"end": ["end is before start."]})
+        collector, symbol = attrs["collector"], attrs.get("symbol")
+        if symbol is not None:
+            symbol = attrs["symbol"] = symbol.strip().upper()
+            if (symbol not in collector.symbols
+                    and not Candle.objects.filter(collector=collector, symbol=symbol).exists()):
+                raise ValidationError({"symbol": [f"Unknown symbol {symbol[:32]!r} for {collector.slug} "
+                                                  "(not one of its symbols, and nothing stored)."]})
+        return attrs
 
 
 class CSVRenderer(renderers.BaseRenderer):
@@ -333,32 +579,41 @@ class CSVRenderer(renderers.BaseRenderer):
         return data if isinstance(data, (bytes, str)) else str(data)
 
 
-class CandlePagination(pagination.CursorPagination):
-    ordering = "open_time"
+class CandlePagination(CursorPagination):
+    ordering = ("open_time", "symbol")  # a stable order, so ties on open_time page correctly
     page_size = 500
-    page_size_query_param = "page_size"
-    max_page_size = 5000
 
 
-class CandleList(generics.ListAPIView):
+class _Echo:
+    def write(self, value):
+        return value
+
+
+class CandleList(ApiView, generics.ListAPIView):
     """Stored candles, oldest first; `format=csv` streams all matching rows as CSV."""
 
     serializer_class = CandleSerializer
     pagination_class = CandlePagination
     renderer_classes = [renderers.JSONRenderer, renderers.BrowsableAPIRenderer, CSVRenderer]
 
-    @extend_schema(parameters=[CandleFilterSerializer])
+    @extend_schema(parameters=[CandleFilterSerializer], responses={
+        (200, "application/json"): CandleSerializer(many=True),
+        (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="With format=csv: a header "
+                                           "line, then every matching candle, oldest first."),
+        (400, "application/json"): BAD_REQUEST})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
+    def filters(self) -> dict:
+        if not hasattr(self, "_filters"):
+            self._filters = validated(CandleFilterSerializer, self.request.query_params)
+        return self._filters
+
     def get_queryset(self):
-        filters = validated(CandleFilterSerializer, self.request.query_params)
-        collector = Collector.objects.filter(slug=filters["collector"]).first()
-        if collector is None:
-            raise ValidationError({"collector": [f"Unknown collector {filters['collector']!r}."]})
-        candles = Candle.objects.filter(collector=collector)
+        filters = self.filters()
+        candles = Candle.objects.filter(collector=filters["collector"])
         if "symbol" in filters:
-            candles = candles.filter(symbol=filters["symbol"].upper())
+            candles = candles.filter(symbol=filters["symbol"])
         if "start" in filters:
             candles = candles.filter(open_time__gte=filters["start"])
         if "end" in filters:
@@ -367,27 +622,23 @@ class CandleList(generics.ListAPIView):
 
     def list(self, request, *args, **kwargs):
         if request.accepted_renderer.format == "csv":
-            return self.stream_csv(self.get_queryset())
+            return self.stream_csv()
         return super().list(request, *args, **kwargs)
 
-    @staticmethod
-    def stream_csv(candles):
-        columns = ["symbol", "interval", "open_time", "open", "high", "low", "close", "volume",
-                   "close_time", "quote_volume", "trades"]
-
-        class Echo:
-            def write(self, value):
-                return value
-
-        writer = csv.writer(Echo())
+    def stream_csv(self):
+        filters = self.filters()  # validated before the first byte, so errors are still JSON
+        candles = self.get_queryset()
+        writer = csv.writer(_Echo())
+        decimals = {CANDLE_COLUMNS.index(c) for c in ("open", "high", "low", "close", "volume", "quote_volume")}
+        times = {CANDLE_COLUMNS.index(c) for c in ("open_time", "close_time")}
 
         def rows():
-            yield writer.writerow(columns)
-            for row in candles.values_list(*columns).iterator(chunk_size=5000):
-                row = list(row)
-                row[2], row[8] = iso(row[2]), iso(row[8])
-                yield writer.writerow(row)
+            yield writer.writerow(CANDLE_COLUMNS)
+            for row in candles.values_list(*CANDLE_COLUMNS).iterator(chunk_size=5000):
+                yield writer.writerow([iso(v) if i in times else decimal_text(v) if i in decimals else v
+                                       for i, v in enumerate(row)])
 
-        response = StreamingHttpResponse(rows(), content_type="text/csv")
-        response["Content-Disposition"] = 'attachment; filename="candles.csv"'
+        name = "-".join(filter(None, ["candles", filters["collector"].slug, filters.get("symbol")]))
+        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return response

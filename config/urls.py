@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from collectors import api
 from config import views
@@ -25,7 +25,7 @@ urlpatterns = [
     path("api/admin/", include(api_admin)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/redoc/", views.OfflineRedocView.as_view(url_name="schema"), name="redoc"),
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
     path("", include("django_prometheus.urls")),

@@ -1,16 +1,32 @@
 """Health, readiness, the landing page and JSON error pages."""
 
 import time
+from datetime import timedelta
 
+import structlog
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.template import engines
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularRedocView
+from rest_framework import serializers
+from rest_framework.decorators import api_view
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 
+log = structlog.get_logger(__name__)
 STARTED = time.monotonic()
+
+
+def _iso(moment):
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 def _database_ok() -> bool:
@@ -22,40 +38,98 @@ def _database_ok() -> bool:
         return False
 
 
-def health(request):
-    """Liveness plus database. Never depends on an upstream exchange being up."""
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
+    timestamp = serializers.DateTimeField()
+    service = serializers.CharField()
+    version = serializers.CharField()
+    uptime_seconds = serializers.FloatField()
+    database_connected = serializers.BooleanField()
+    last_collection = serializers.DateTimeField(allow_null=True, help_text="When the last run ended.")
+    last_successful_collection = serializers.DateTimeField(allow_null=True)
+    collection_errors = serializers.IntegerField(allow_null=True, help_text="Failed runs in the last 24 hours.")
+
+
+class ReadyChecksSerializer(serializers.Serializer):
+    database = serializers.BooleanField()
+    migrations = serializers.BooleanField()
+    cache = serializers.BooleanField()
+
+
+class ReadySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ready", "not_ready"])
+    checks = ReadyChecksSerializer()
+
+
+class JsonAlways(BaseContentNegotiation):
+    """Probes answer JSON whatever they Accept (curl, kubelets and load balancers differ)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+def probe(view):
+    """A GET view that needs no key and no session and always answers JSON."""
+    view.authentication_classes = []
+    view.permission_classes = [AllowAny]
+    view.renderer_classes = [JSONRenderer]
+    view.content_negotiation_class = JsonAlways
+    return api_view(["GET"])(view)
+
+
+def _collection_facts() -> dict:
     from collectors.models import CollectionRun
 
+    runs = CollectionRun.objects.exclude(finished_at=None).order_by("-finished_at")
+    last = runs.first()
+    good = runs.filter(status=CollectionRun.COMPLETE).first()
+    errors = runs.filter(status=CollectionRun.FAILED,
+                         finished_at__gte=timezone.now() - timedelta(hours=24)).count()
+    return {"last_collection": _iso(last.finished_at) if last else None,
+            "last_successful_collection": _iso(good.finished_at) if good else None,
+            "collection_errors": errors}
+
+
+@extend_schema(responses={200: HealthSerializer, 503: HealthSerializer}, auth=[], tags=["operations"])
+@probe
+def health(request):
+    """Liveness plus database (200 healthy, 503 not). Never depends on an upstream exchange."""
     db_ok = _database_ok()
-    body = {"status": "healthy" if db_ok else "unhealthy", "timestamp": timezone.now().isoformat(),
-            "service": "collectors", "version": settings.VERSION,
-            "uptime_seconds": round(time.monotonic() - STARTED, 1), "database_connected": db_ok,
-            "last_collection": None, "last_successful_collection": None, "collection_errors": None}
+    body = {"status": "healthy", "timestamp": _iso(timezone.now()), "service": "collectors",
+            "version": settings.VERSION, "uptime_seconds": round(time.monotonic() - STARTED, 1),
+            "database_connected": db_ok, "last_collection": None, "last_successful_collection": None,
+            "collection_errors": None}
     if db_ok:
-        last = CollectionRun.objects.exclude(finished_at=None).order_by("-finished_at").first()
-        good = (CollectionRun.objects.filter(status=CollectionRun.COMPLETE)
-                .order_by("-finished_at").first())
-        body["last_collection"] = last.finished_at.isoformat() if last else None
-        body["last_successful_collection"] = good.finished_at.isoformat() if good else None
-        body["collection_errors"] = CollectionRun.objects.filter(
-            status=CollectionRun.FAILED, finished_at__gte=timezone.now() - timezone.timedelta(hours=24)).count()
-    return JsonResponse(body, status=200 if db_ok else 503)
+        try:
+            body.update(_collection_facts())
+        except Exception:  # reachable but not usable (tables missing, locked, ...)
+            log.warning("health_query_failed", exc_info=True)
+            db_ok = False
+    body["status"] = "healthy" if db_ok else "unhealthy"
+    return Response(body, status=200 if db_ok else 503)
 
 
+@extend_schema(responses={200: ReadySerializer, 503: ReadySerializer}, auth=[], tags=["operations"])
+@probe
 def ready(request):
-    """Readiness: the database answers, the cache works and every migration is applied."""
+    """Readiness: the database answers, every migration is applied and the cache works."""
     checks = {"database": _database_ok(), "migrations": False, "cache": False}
     if checks["database"]:
-        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
-        checks["migrations"] = not executor.migration_plan(executor.loader.graph.leaf_nodes())
+        try:
+            executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+            checks["migrations"] = not executor.migration_plan(executor.loader.graph.leaf_nodes())
+        except Exception:
+            log.warning("ready_migrations_check_failed", exc_info=True)
     try:
         cache.set("ready-probe", 1, 5)
         checks["cache"] = cache.get("ready-probe") == 1
     except Exception:
-        pass
+        log.warning("ready_cache_check_failed", exc_info=True)
     ok = all(checks.values())
-    return JsonResponse({"status": "ready" if ok else "not_ready", "checks": checks},
-                        status=200 if ok else 503)
+    return Response({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
 
 
 def home(request):
@@ -68,3 +142,21 @@ def not_found(request, exception=None):
 
 def server_error(request):
     return JsonResponse({"detail": "Internal error; it has been logged."}, status=500)
+
+
+class OfflineRedocView(SpectacularRedocView):
+    """ReDoc from the installed sidecar package, without the stock template's Google Fonts
+    links: the docs must work with no internet access (ReDoc falls back to system fonts)."""
+
+    template = '''{% extends "drf_spectacular/redoc.html" %}{% block head %}
+    <title>{{ title|default:"Redoc" }}</title>
+    <meta charset="utf-8">
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <style>body { margin: 0; padding: 0; }</style>
+    {% endblock head %}'''
+
+    @extend_schema(exclude=True)
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        html = engines["django"].from_string(self.template).render(response.data, request)
+        return HttpResponse(html)

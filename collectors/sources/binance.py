@@ -63,9 +63,9 @@ class BinanceKlines:
             errors[sorted(unknown)[0]] = f"Unknown key; allowed: {', '.join(sorted(CONFIG_KEYS))}."
         config = {"base_url": "https://api.binance.com", "interval": "1h", **config}
         base_url = config["base_url"]
-        if not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url):
+        if not isinstance(base_url, str) or not re.fullmatch(r"https?://[^/\s\x00]+(/[^\s\x00]*)?", base_url):
             errors["base_url"] = "Must be an http(s) URL such as https://api.binance.com."
-        if config["interval"] not in INTERVALS:
+        if not isinstance(config["interval"], str) or config["interval"] not in INTERVALS:
             errors["interval"] = f"Unsupported interval; use one of {', '.join(INTERVALS)}."
         symbols = [s.strip().upper() for s in symbols]
         bad = [s for s in symbols if not SYMBOL_RE.match(s)]
