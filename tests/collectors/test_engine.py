@@ -168,8 +168,10 @@ def test_when_retries_run_out_the_symbol_is_partial_with_its_true_missing_ranges
     assert_exact(collector, "BTCUSDT", utc(2025, 1, 1), utc(2025, 4, 1))
 
 
-def test_with_5xx_429_and_malformed_answers_runs_still_end_with_exact_data(emulator):
-    emulator.configure(error_rate=0.1, rate_429=0.05, retry_after=0, malformed_rate=0.03, seed=7)
+def test_with_5xx_429_and_malformed_answers_runs_still_end_with_exact_data_within_budget(emulator, settings):
+    settings.EXCHANGE_WEIGHT_BUDGET, settings.EXCHANGE_WEIGHT_WINDOW_SECONDS = 16, 1
+    emulator.configure(error_rate=0.1, rate_429=0.05, retry_after=0, malformed_rate=0.03, seed=7,
+                       window_seconds=1, weight_limit=16)
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"},
                                  symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], max_retries=6)
     run = collect(collector, start=utc(2025, 1, 1), end=utc(2025, 6, 30, 23))
@@ -177,6 +179,7 @@ def test_with_5xx_429_and_malformed_answers_runs_still_end_with_exact_data(emula
     assert injected["error"] > 0 and injected["429"] > 0
     assert run.status == CollectionRun.COMPLETE
     assert sum(s.retries for s in run.symbols.all()) == sum(injected.values())
+    assert emulator.stats()["max_window_weight"] <= 16 and emulator.stats()["over_limit"] == 0
     for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
         assert_exact(collector, symbol, utc(2025, 1, 1), utc(2025, 7, 1))
 
