@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
@@ -29,14 +30,17 @@ def _collect_action(mode):
                 run = services.run_trigger(collector=collector, mode=mode,
                                            triggered_by=f"admin:{request.user.get_username()}")
             except services.RunConflict as conflict:
-                messages.warning(request, f"{collector.slug}: run {conflict.run.pk} is already "
-                                          f"{conflict.run.status}.")
+                messages.warning(request, format_html(
+                    'Not started: <a href="{}">run {}</a> of {} is already {}.',
+                    reverse("admin:collectors_collectionrun_change", args=[conflict.run.pk]),
+                    conflict.run.pk, collector.slug, conflict.run.status))
             except services.TriggerError as error:
-                messages.error(request, f"{collector.slug}: {error.message}")
+                messages.error(request, f"Not started for {collector.slug}: {error.message}")
             else:
                 messages.success(request, format_html(
-                    '{}: <a href="../collectionrun/{}/change/">run {}</a> ({}) queued.',
-                    collector.slug, run.pk, run.pk, mode))
+                    '<a href="{}">Run {}</a> of {} ({}) queued.',
+                    reverse("admin:collectors_collectionrun_change", args=[run.pk]), run.pk,
+                    collector.slug, mode))
 
     action.__name__ = f"collect_{mode}"
     action.short_description = f"Collect now: {mode.replace('_', ' ')}"
@@ -96,6 +100,8 @@ class CollectionRunAdmin(admin.ModelAdmin):
     list_display = ["id", "collector", "mode", "status", "progress_column", "records",
                     "triggered_by", "created_at", "duration"]
     list_filter = ["status", "mode", "collector"]
+    search_fields = ["=id", "collector__slug", "triggered_by", "symbols__symbol"]
+    date_hierarchy = "created_at"
     readonly_fields = ["collector", "mode", "status", "start", "end", "requested_symbols",
                        "triggered_by", "task_id", "error", "created_at", "started_at",
                        "finished_at", "progress_column", "records"]
@@ -109,6 +115,10 @@ class CollectionRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Workers are writing for an active run; cancel it first (stored data stays either way).
+        return super().has_delete_permission(request, obj) and not (obj and obj.is_active)
 
     @admin.display(description="progress")
     def progress_column(self, obj):
@@ -141,7 +151,9 @@ class CollectionRunAdmin(admin.ModelAdmin):
                 services.run_cancel(run=run)
                 messages.success(request, f"Run {run.pk} cancelled; data already stored stays.")
             return redirect(request.path)
+        still_working = bool(run and run.symbols.filter(status=RunSymbol.RUNNING).exists())
         extra_context = {**(extra_context or {}), "run_active": bool(run and run.is_active),
+                         "refresh": bool(run and (run.is_active or still_working)),
                          "show_save": False, "show_save_and_continue": False}
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -161,7 +173,7 @@ class CandleAdmin(admin.ModelAdmin):
     list_display = ["symbol", "interval", "open_time", "open", "high", "low", "close", "volume",
                     "trades", "collector"]
     list_filter = ["collector", "interval"]
-    search_fields = ["=symbol"]
+    search_fields = ["^symbol"]  # prefix match: BTC finds BTCUSDT and uses the index
     show_full_result_count = False  # a COUNT(*) over millions of rows on every page is slow
     list_per_page = 100
     ordering = ["-open_time"]
@@ -174,3 +186,6 @@ class CandleAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # stored data is removed by retention jobs, not by hand

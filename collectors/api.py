@@ -462,6 +462,11 @@ class CollectorSerializer(RejectUnknownFields, serializers.ModelSerializer):
             raise ValidationError("The slug cannot be changed; create a new collector.")
         return slug
 
+    def validate_beginning_date(self, day):
+        if day > timezone.now().date():
+            raise ValidationError("The beginning date is in the future.")
+        return day
+
     def validate_schedule(self, schedule):
         if schedule and not croniter.is_valid(schedule):
             raise ValidationError("Not a cron expression such as '0 */6 * * *' (UTC).")

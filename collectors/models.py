@@ -5,7 +5,9 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
+from croniter import croniter
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
@@ -31,19 +33,24 @@ class Collector(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=64, choices=[(k, k) for k in sources.SOURCES])
-    config = models.JSONField(default=dict, blank=True, help_text="Settings for the kind, e.g. "
-                              '{"base_url": "https://api.binance.com", "interval": "1h"}')
+    config = models.JSONField(default=dict, blank=True, help_text="Settings for the kind. binance_klines: "
+                              '{"base_url": "https://api.binance.com", "interval": "1h"}, plus '
+                              '"top_n": 100, "quote_asset": "USDT" instead of a symbols list.')
     symbols = models.JSONField(default=list, blank=True,
                                help_text='A list like ["BTCUSDT", "ETHUSDT"]; leave empty and set '
                                          '"top_n" in config for the N most traded symbols.')
     beginning_date = models.DateField(default=default_beginning_date,
                                       help_text="Earliest date collected (UTC).")
     schedule = models.CharField(max_length=100, blank=True, default=default_schedule,
-                                help_text="Cron expression for scheduled forward runs (UTC).")
+                                help_text="Cron expression (UTC) for scheduled forward runs, e.g. "
+                                          "0 */6 * * *. Not acted on yet: runs start from the "
+                                          "admin, the API or manage.py collect.")
     enabled = models.BooleanField(default=True)
-    max_retries = models.PositiveSmallIntegerField(default=3, help_text="Retries per failed page.")
+    max_retries = models.PositiveSmallIntegerField(default=3, validators=[MaxValueValidator(20)],
+                                                   help_text="Retries per failed page (0-20).")
     retry_backoff_seconds = models.FloatField(
-        default=2.0, help_text="First retry delay; doubles each retry (2, 4, 8 s).")
+        default=2.0, validators=[MinValueValidator(0), MaxValueValidator(600)],
+        help_text="First retry delay in seconds; doubles each retry (2, 4, 8 s).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -54,12 +61,17 @@ class Collector(models.Model):
         return self.slug
 
     def clean(self):
-        if self.retry_backoff_seconds is not None and self.retry_backoff_seconds < 0:
-            raise ValidationError({"retry_backoff_seconds": "Must be zero or more."})
+        errors = {}
+        if self.beginning_date and self.beginning_date > timezone.now().date():
+            errors["beginning_date"] = "The beginning date is in the future."
+        if self.schedule and not croniter.is_valid(self.schedule):
+            errors["schedule"] = "Not a cron expression (five fields, e.g. 0 */6 * * *)."
         try:
             self.config, self.symbols = sources.validate_config(self.kind, self.config, self.symbols)
         except sources.ConfigError as error:
-            raise ValidationError(error.as_field_errors())
+            errors.update(error.as_field_errors())
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def source_class(self):
@@ -109,7 +121,7 @@ class CollectionRun(models.Model):
         ordering = ["-id"]
 
     def __str__(self):
-        return f"Run {self.pk} ({self.collector_id}, {self.mode}, {self.status})"
+        return f"Run {self.pk} ({self.collector.slug}, {self.mode}, {self.status})"
 
     @property
     def is_active(self):

@@ -119,9 +119,9 @@ def run_start(*, run_id: int, inline: bool = False, on_symbol_done=None):
     Safe to call twice (django-q2 delivers at least once): symbols already created are kept.
     With inline=True the symbols are collected here, one after another (manage.py collect).
     """
-    run = CollectionRun.objects.select_related("collector").get(pk=run_id)
-    if not run.is_active:
-        return run
+    run = CollectionRun.objects.select_related("collector").filter(pk=run_id).first()
+    if run is None or not run.is_active:
+        return run  # deleted, finished or cancelled meanwhile: nothing to do
     collector = run.collector
     if not run.symbols.exists():
         try:
@@ -205,9 +205,9 @@ def _iso_ranges(ranges):
 
 def run_symbol_collect(*, run_symbol_id: int, now: datetime | None = None):
     """Collect one symbol of a run: claim it, fetch what is missing, record the outcome."""
-    item = RunSymbol.objects.select_related("run__collector").get(pk=run_symbol_id)
-    if not item.claim(lease_seconds=settings.RUN_LEASE_SECONDS):
-        return item  # done, cancelled, or alive in another worker
+    item = RunSymbol.objects.select_related("run__collector").filter(pk=run_symbol_id).first()
+    if item is None or not item.claim(lease_seconds=settings.RUN_LEASE_SECONDS):
+        return item  # deleted, done, cancelled, or alive in another worker
     run = item.run
     bound = log.bind(run_id=run.pk, collector=run.collector.slug, symbol=item.symbol)
     try:

@@ -17,13 +17,16 @@ stop() {
   # group can hang it); gunicorn and the emulator stop cleanly on SIGTERM too.
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  exit 0
 }
 trap stop INT TERM EXIT
 
-$BIN/python manage.py run_exchange_emulator --port "$EMULATOR_PORT" > .demo/emulator.log 2>&1 & pids+=($!)
-$BIN/gunicorn config.wsgi --bind "127.0.0.1:$WEB_PORT" --workers 2 --graceful-timeout 20 \
+# Each child gets its own session (setsid), so Ctrl-C or a SIGTERM to this script's process
+# group reaches only this script, which then stops each child the way it wants to be stopped.
+setsid $BIN/python manage.py run_exchange_emulator --port "$EMULATOR_PORT" > .demo/emulator.log 2>&1 & pids+=($!)
+setsid $BIN/gunicorn config.wsgi --bind "127.0.0.1:$WEB_PORT" --workers 2 --graceful-timeout 20 \
   --access-logfile - > .demo/web.log 2>&1 & pids+=($!)
-$BIN/python manage.py qcluster > .demo/worker.log 2>&1 & pids+=($!)
+setsid $BIN/python manage.py qcluster > .demo/worker.log 2>&1 & pids+=($!)
 sleep 2
 
 $BIN/python - "$creds" "$WEB_PORT" "$EMULATOR_PORT" <<'PY'
@@ -45,4 +48,4 @@ print(f"""
 """)
 PY
 wait -n "${pids[@]}" || true
-echo "A process exited; see .demo/*.log"
+echo "A process exited unexpectedly; see .demo/*.log"
