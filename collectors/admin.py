@@ -110,6 +110,9 @@ class CollectionRunAdmin(admin.ModelAdmin):
     change_form_template = "admin/collectors/collectionrun/change_form.html"
     change_list_template = "admin/collectors/collectionrun/change_list.html"
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("collector").with_progress()
+
     def has_add_permission(self, request):
         return False  # runs are started from a collector's actions, the API or a schedule
 

@@ -238,7 +238,7 @@ class RunList(ApiView, generics.ListAPIView):
 
     def get_queryset(self):
         filters = validated(RunFilterSerializer, self.request.query_params)
-        runs = CollectionRun.objects.select_related("collector")
+        runs = CollectionRun.objects.select_related("collector").with_progress()
         if "collector" in filters:
             runs = runs.filter(collector=filters["collector"])
         if "status" in filters:

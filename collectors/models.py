@@ -94,6 +94,19 @@ class RunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=CollectionRun.ACTIVE)
 
+    def with_progress(self):
+        """Annotate what `progress()` needs, so a list of runs costs one query, not one per run.
+
+        Django drops Meta.ordering from GROUP BY queries, so the newest-first order is restated."""
+        ordered = self if self.query.order_by else self.order_by(*CollectionRun._meta.ordering)
+        return ordered.annotate(**_progress_aggregates("symbols__"))
+
+
+def _progress_aggregates(prefix=""):
+    return {"p_total": Count(f"{prefix}id"),
+            "p_done": Count(f"{prefix}id", filter=~Q(**{f"{prefix}status__in": RunSymbol.UNFINISHED})),
+            "p_records": Sum(f"{prefix}records"), "p_requests": Sum(f"{prefix}requests")}
+
 
 class CollectionRun(models.Model):
     QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED = (
@@ -135,14 +148,13 @@ class CollectionRun(models.Model):
 
     def progress(self) -> dict:
         """Symbols done and records stored so far, from the per-symbol rows (one query)."""
-        agg = self.symbols.aggregate(
-            total=Count("id"),
-            done=Count("id", filter=~Q(status__in=RunSymbol.UNFINISHED)),
-            records=Sum("records"), requests=Sum("requests"),
-        )
-        total, done = agg["total"], agg["done"]
-        return {"symbols_done": done, "symbols_total": total, "records": agg["records"] or 0,
-                "requests": agg["requests"] or 0,
+        if hasattr(self, "p_total"):  # annotated by RunQuerySet.with_progress()
+            agg = {k: getattr(self, k) for k in ("p_total", "p_done", "p_records", "p_requests")}
+        else:
+            agg = self.symbols.aggregate(**_progress_aggregates())
+        total, done = agg["p_total"], agg["p_done"]
+        return {"symbols_done": done, "symbols_total": total, "records": agg["p_records"] or 0,
+                "requests": agg["p_requests"] or 0,
                 "percent": round(100.0 * done / total, 1) if total else (100.0 if not self.is_active else 0.0)}
 
     def _transition(self, from_statuses, **changes) -> bool:
