@@ -28,6 +28,8 @@ class EmptyRange(models.Model):
 
     class Meta:
         ordering = ["collector", "symbol", "series", "start"]
+        verbose_name = "range the exchange had no data for"
+        verbose_name_plural = "ranges the exchange had no data for"
         indexes = [models.Index(fields=["collector", "symbol", "series", "start"])]
 
     def __str__(self):

@@ -1,4 +1,4 @@
-"""All settings, read from the environment (see docs/configuration.md for the table)."""
+"""All settings, read from the environment (the table is in README.md, "Configuration")."""
 
 from pathlib import Path
 

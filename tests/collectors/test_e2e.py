@@ -95,6 +95,10 @@ def test_a_run_survives_kill_minus_9_of_its_qcluster_and_finishes_with_exact_dat
     try:
         wait_for(lambda: CollectionRun.objects.get(pk=run.pk).status not in CollectionRun.ACTIVE,
                  timeout=120, what="the restarted cluster to finish the run")
+    except AssertionError:
+        print(second.output())  # shown by pytest on failure
+        print(list(RunSymbol.objects.filter(run=run).values()))
+        raise
     finally:
         second.stop()
     run.refresh_from_db()
