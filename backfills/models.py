@@ -3,6 +3,7 @@
 from django.db import models, transaction
 
 from backfills.ranges import merge
+from collectors.models import WorkItem
 
 
 class EmptyRangeQuerySet(models.QuerySet):
@@ -55,3 +56,86 @@ class EmptyRange(models.Model):
     def ranges(cls, *, collector_id, symbol, series, start, end):
         rows = cls.objects.of(collector_id, symbol, series).overlapping(start, end)
         return [(max(r.start, start), min(r.end, end)) for r in rows.order_by("start")]
+
+
+class BackfillJob(models.Model):
+    """A planned history fill: a collector's symbols over a date range, split into chunks."""
+
+    QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED = (
+        "queued", "running", "complete", "partial", "failed", "cancelled")
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED)]
+    ACTIVE = (QUEUED, RUNNING)
+
+    collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE, related_name="backfills")
+    start = models.DateTimeField(help_text="First open time wanted (UTC).")
+    end = models.DateTimeField(help_text="Fetch up to here, exclusive (UTC).")
+    symbols = models.JSONField(default=list)
+    force = models.BooleanField(default=False, help_text="Fetch and overwrite even where data exists.")
+    status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED, db_index=True)
+    estimated_records = models.PositiveBigIntegerField(default=0)
+    estimated_requests = models.PositiveIntegerField(default=0)
+    created_by = models.CharField(max_length=120, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"Backfill {self.pk} ({self.collector.slug}, {self.status})"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE
+
+    def progress(self, now=None) -> dict:
+        """Chunks and records done of total, percent (by estimated records), rate and ETA."""
+        from django.db.models import Count, Q, Sum
+        from django.utils import timezone
+
+        unfinished = BackfillChunk.UNFINISHED
+        agg = self.chunks.aggregate(
+            total=Count("id"), done=Count("id", filter=~Q(status__in=unfinished)),
+            failed=Count("id", filter=Q(status__in=[BackfillChunk.FAILED, BackfillChunk.PARTIAL])),
+            records=Sum("records"), requests=Sum("requests"),
+            done_estimate=Sum("estimated_records", filter=~Q(status__in=unfinished)))
+        records = agg["records"] or 0
+        total_estimate = self.estimated_records
+        percent = (100.0 * (agg["done_estimate"] or 0) / total_estimate if total_estimate
+                   else (100.0 if agg["total"] == agg["done"] else 0.0))
+        elapsed = (((self.finished_at or now or timezone.now()) - self.started_at).total_seconds()
+                   if self.started_at else 0.0)
+        rate = records / elapsed if elapsed > 0 else 0.0
+        left = max(total_estimate - (agg["done_estimate"] or 0), 0)
+        return {"chunks_done": agg["done"], "chunks_total": agg["total"], "chunks_failed": agg["failed"],
+                "records": records, "records_total": total_estimate, "requests": agg["requests"] or 0,
+                "percent": round(min(percent, 100.0), 1), "records_per_second": round(rate, 1),
+                "eta_seconds": round(left / rate, 1) if rate and self.is_active else None}
+
+    def _transition(self, from_statuses, **changes) -> bool:
+        updated = BackfillJob.objects.filter(pk=self.pk, status__in=from_statuses).update(**changes)
+        if updated:
+            for key, value in changes.items():
+                setattr(self, key, value)
+        return bool(updated)
+
+
+class BackfillChunk(WorkItem):
+    """One symbol over one time span of a backfill; claimed and fetched by one worker."""
+
+    parent_active = {"job__status__in": BackfillJob.ACTIVE}
+    job = models.ForeignKey(BackfillJob, on_delete=models.CASCADE, related_name="chunks")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    estimated_records = models.PositiveIntegerField(default=0)
+    estimated_requests = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["job", "symbol", "start"]
+        indexes = [models.Index(fields=["job", "status"])]
+
+    def __str__(self):
+        return f"{self.symbol} {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M} ({self.status})"

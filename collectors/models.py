@@ -1,6 +1,7 @@
 """Collectors, their runs with per-symbol results, stored candles, API keys, rate windows."""
 
 import math
+import os
 import time
 from datetime import timedelta
 
@@ -179,15 +180,24 @@ class CollectionRun(models.Model):
                                                                finished_at=timezone.now())
 
 
-class RunSymbol(models.Model):
-    """One symbol of one run: what it asked for, what it got, and whether it is alive."""
+def worker_name() -> str:
+    """Who claims work: WORKER_NAME (or the host name) and the process id."""
+    return f"{settings.WORKER_NAME}:{os.getpid()}"
+
+
+class WorkItem(models.Model):
+    """A unit of fetching (a run's symbol, a backfill's chunk), claimed by one worker at a time.
+
+    Claims are conditional UPDATEs, so workers on any machine never take the same item twice;
+    an item whose worker stopped heart-beating for the lease is taken over (kill -9).
+    """
 
     PENDING, RUNNING, COMPLETE, PARTIAL, FAILED, SKIPPED, CANCELLED = (
         "pending", "running", "complete", "partial", "failed", "skipped", "cancelled")
     STATUSES = [(s, s) for s in (PENDING, RUNNING, COMPLETE, PARTIAL, FAILED, SKIPPED, CANCELLED)]
     UNFINISHED = (PENDING, RUNNING)
+    parent_active = {}  # filter that is true while the owning run or job is active
 
-    run = models.ForeignKey(CollectionRun, on_delete=models.CASCADE, related_name="symbols")
     symbol = models.CharField(max_length=32)
     status = models.CharField(max_length=16, choices=STATUSES, default=PENDING)
     records = models.PositiveBigIntegerField(default=0)
@@ -197,10 +207,49 @@ class RunSymbol(models.Model):
     missing_ranges = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker claimed it.")
+    claimed_by = models.CharField(max_length=100, blank=True, help_text="Last worker (host:pid).")
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def claim(self, *, lease_seconds) -> bool:
+        """Take this item for the calling worker: pending, or running with a dead worker."""
+        now = timezone.now()
+        stale = now - timedelta(seconds=lease_seconds)
+        claimed = (type(self).objects.filter(pk=self.pk, **self.parent_active)
+                   .filter(Q(status=self.PENDING) | Q(status=self.RUNNING, heartbeat_at__lt=stale))
+                   .update(status=self.RUNNING, started_at=now, heartbeat_at=now,
+                           attempts=F("attempts") + 1, claimed_by=worker_name()))
+        if claimed:
+            self.refresh_from_db()
+        return bool(claimed)
+
+    def add_progress(self, *, records=0, requests=0, retries=0, throttled_seconds=0.0):
+        type(self).objects.filter(pk=self.pk).update(
+            records=F("records") + records, requests=F("requests") + requests,
+            retries=F("retries") + retries,
+            throttled_seconds=F("throttled_seconds") + throttled_seconds,
+            heartbeat_at=timezone.now())
+
+    def heartbeat(self):
+        type(self).objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
+
+    def mark_finished(self, status, *, missing_ranges=(), error=""):
+        type(self).objects.filter(pk=self.pk, status=self.RUNNING).update(
+            status=status, missing_ranges=list(missing_ranges), error=error[:5000],
+            finished_at=timezone.now())
+        self.status = status
+
+
+class RunSymbol(WorkItem):
+    """One symbol of one run: what it asked for, what it got, and whether it is alive."""
+
+    parent_active = {"run__status__in": CollectionRun.ACTIVE}
+    run = models.ForeignKey(CollectionRun, on_delete=models.CASCADE, related_name="symbols")
 
     class Meta:
         ordering = ["run", "symbol"]
@@ -208,35 +257,6 @@ class RunSymbol(models.Model):
 
     def __str__(self):
         return f"{self.symbol} ({self.status})"
-
-    def claim(self, *, lease_seconds) -> bool:
-        """Take this symbol for the calling worker: pending, or running with a dead worker."""
-        now = timezone.now()
-        stale = now - timedelta(seconds=lease_seconds)
-        claimed = (RunSymbol.objects
-                   .filter(pk=self.pk, run__status__in=CollectionRun.ACTIVE)
-                   .filter(Q(status=self.PENDING) | Q(status=self.RUNNING, heartbeat_at__lt=stale))
-                   .update(status=self.RUNNING, started_at=now, heartbeat_at=now,
-                           attempts=F("attempts") + 1))
-        if claimed:
-            self.refresh_from_db()
-        return bool(claimed)
-
-    def add_progress(self, *, records=0, requests=0, retries=0, throttled_seconds=0.0):
-        RunSymbol.objects.filter(pk=self.pk).update(
-            records=F("records") + records, requests=F("requests") + requests,
-            retries=F("retries") + retries,
-            throttled_seconds=F("throttled_seconds") + throttled_seconds,
-            heartbeat_at=timezone.now())
-
-    def heartbeat(self):
-        RunSymbol.objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
-
-    def mark_finished(self, status, *, missing_ranges=(), error=""):
-        RunSymbol.objects.filter(pk=self.pk, status=self.RUNNING).update(
-            status=status, missing_ranges=list(missing_ranges), error=error[:5000],
-            finished_at=timezone.now())
-        self.status = status
 
 
 class Candle(models.Model):

@@ -18,7 +18,7 @@ from backfills.gaps import last_stored, stored_gaps
 from backfills.models import EmptyRange
 from backfills.ranges import absent, ceil_time, floor_time, subtract
 from collectors.http import Upstream
-from collectors.models import CollectionRun, Collector, RunSymbol
+from collectors.models import CollectionRun, Collector, RunSymbol, WorkItem
 from collectors.sources import SourceError
 from collectors.storage import upsert_candles
 
@@ -47,8 +47,12 @@ class RunConflict(Exception):
         self.run = run
 
 
+def _enqueue_task(dotted: str, *args, **kwargs) -> str:
+    return async_task(dotted, *args, **kwargs)
+
+
 def _enqueue(task: str, *args, **kwargs) -> str:
-    return async_task(f"collectors.tasks.{task}", *args, **kwargs)
+    return _enqueue_task(f"collectors.tasks.{task}", *args, **kwargs)
 
 
 def collector_resolve(*, slug: str | None) -> Collector:
@@ -67,6 +71,25 @@ def collector_resolve(*, slug: str | None) -> Collector:
                        + (f"{len(slugs)} are enabled." if slugs else "none is enabled."), choices=slugs)
 
 
+def symbols_validate(*, collector: Collector, symbols: list[str] | None) -> list[str] | None:
+    """Requested symbols, upper-cased; each well-formed, once, and one of the collector's."""
+    if symbols is None:
+        return None
+    symbols = [s.strip().upper() for s in symbols]
+    if not symbols:
+        raise TriggerError("symbols", "Give at least one symbol, or leave symbols out for all.")
+    malformed = [s for s in symbols if not SYMBOL_RE.match(s)]
+    if malformed:
+        raise TriggerError("symbols", f"Not a symbol: {malformed[0][:40]!r}.")
+    if len(set(symbols)) != len(symbols):
+        raise TriggerError("symbols", "Symbols must not repeat.")
+    if collector.symbols:
+        unknown = [s for s in symbols if s not in collector.symbols]
+        if unknown:
+            raise TriggerError("symbols", f"Not a symbol of {collector.slug}: {', '.join(unknown)}.")
+    return symbols
+
+
 def run_trigger(*, collector: Collector, mode: str, start: datetime | None = None,
                 end: datetime | None = None, symbols: list[str] | None = None,
                 triggered_by: str, now: datetime | None = None, enqueue: bool = True) -> CollectionRun:
@@ -78,19 +101,7 @@ def run_trigger(*, collector: Collector, mode: str, start: datetime | None = Non
         raise TriggerError("end_date", "end_date is before start_date.")
     if start and start > now:
         raise TriggerError("start_date", "start_date is in the future.")
-    if symbols is not None:
-        symbols = [s.strip().upper() for s in symbols]
-        if not symbols:
-            raise TriggerError("symbols", "Give at least one symbol, or leave symbols out for all.")
-        malformed = [s for s in symbols if not SYMBOL_RE.match(s)]
-        if malformed:
-            raise TriggerError("symbols", f"Not a symbol: {malformed[0][:40]!r}.")
-        if len(set(symbols)) != len(symbols):
-            raise TriggerError("symbols", "Symbols must not repeat.")
-        if collector.symbols:
-            unknown = [s for s in symbols if s not in collector.symbols]
-            if unknown:
-                raise TriggerError("symbols", f"Not a symbol of {collector.slug}: {', '.join(unknown)}.")
+    symbols = symbols_validate(collector=collector, symbols=symbols)
     if not collector.enabled:
         raise TriggerError("collector", f"Collector {collector.slug} is disabled.")
     with transaction.atomic():
@@ -218,7 +229,7 @@ def run_symbol_collect(*, run_symbol_id: int, now: datetime | None = None):
     item.mark_finished(status, missing_ranges=_iso_ranges(missing), error=error)
     bound.info("symbol_finished", status=status, error=error or None)
     run_finish_if_done(run_id=run.pk)
-    runs_recover(run_id=run.pk)
+    work_recover(run_id=run.pk)
     return item
 
 
@@ -228,6 +239,19 @@ def _collect_symbol(item: RunSymbol, *, now: datetime, log):
                          end=run.end, now=now)
     if not ranges:
         return RunSymbol.SKIPPED, [], ""
+    return fetch_ranges(
+        collector=collector, symbol=item.symbol, ranges=ranges, item=item, log=log,
+        is_cancelled=lambda: CollectionRun.objects.filter(pk=run.pk, status=CollectionRun.CANCELLED).exists())
+
+
+def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_cancelled):
+    """The engine's fetch loop, shared by runs and backfill chunks.
+
+    Fetches each range page by page; every page is stored, its empty spans recorded in the
+    ledger and `item`'s progress (records, requests, retries, waiting) updated in one
+    transaction. Returns (status, missing ranges, error): complete, partial (some ranges
+    failed after retries), failed (nothing stored, or a permanent error) or cancelled.
+    """
     source = _source(collector, on_wait=item.heartbeat)
     http = source.http
     step_ms = int(collector.grain.total_seconds() * 1000)
@@ -243,28 +267,27 @@ def _collect_symbol(item: RunSymbol, *, now: datetime, log):
     for index, (start, end) in enumerate(ranges):
         cursor = start
         try:
-            for page in source.fetch(item.symbol, start, end):
+            for page in source.fetch(symbol, start, end):
                 with transaction.atomic():
-                    written = upsert_candles(collector_id=collector.pk, symbol=item.symbol,
+                    written = upsert_candles(collector_id=collector.pk, symbol=symbol,
                                              interval=collector.series, rows=page.rows)
                     holes = absent(int(page.start.timestamp() * 1000), int(page.end.timestamp() * 1000),
                                    page.times_ms, step_ms)
-                    EmptyRange.record(collector_id=collector.pk, symbol=item.symbol,
-                                      series=collector.series,
+                    EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,
                                       ranges=[(_utc(a), _utc(b)) for a, b in holes])
                     report(written)
                 stored += written
                 cursor = page.end
-                if CollectionRun.objects.filter(pk=run.pk, status=CollectionRun.CANCELLED).exists():
-                    return RunSymbol.CANCELLED, [(cursor, end)] + ranges[index + 1:], "Run cancelled."
+                if is_cancelled():
+                    return "cancelled", [(cursor, end)] + ranges[index + 1:], "Cancelled."
         except SourceError as error:
             report()
             missing = [(cursor, end)] + ranges[index + 1:]
-            log.warning("symbol_fetch_failed", error=str(error), permanent=error.permanent)
+            log.warning("fetch_failed", error=str(error), permanent=error.permanent)
             failed = error.permanent or (stored == 0 and cursor == start and index == 0)
-            return (RunSymbol.FAILED if failed else RunSymbol.PARTIAL), missing, str(error)
+            return ("failed" if failed else "partial"), missing, str(error)
     report()
-    return RunSymbol.COMPLETE, [], ""
+    return "complete", [], ""
 
 
 def _utc(ms: int) -> datetime:
@@ -301,32 +324,48 @@ def run_cancel(*, run: CollectionRun) -> CollectionRun:
     return run
 
 
-def runs_recover(*, run_id: int | None = None, now: datetime | None = None) -> int:
+def work_recover(*, run_id: int | None = None, backfill_id: int | None = None,
+                 now: datetime | None = None) -> int:
     """Hand work abandoned by dead workers to live ones; return how many items were re-queued.
 
-    A symbol 'running' without a heartbeat for RUN_LEASE_SECONDS lost its worker (kill -9);
-    pending symbols and queued runs whose tasks vanished (a worker died holding them) are
-    re-queued when the broker's queue is empty. Duplicates are harmless: claims are atomic.
+    An item (a run's symbol, a backfill's chunk) 'running' without a heartbeat for
+    RUN_LEASE_SECONDS lost its worker (kill -9). Pending items and queued runs whose tasks
+    vanished (a worker died holding them) are re-queued when the broker's queue is empty.
+    Duplicates are harmless: claims are atomic. With an id, only that run or job is looked at.
     """
+    from backfills.models import BackfillChunk, BackfillJob
+
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.RUN_LEASE_SECONDS)
-    runs = CollectionRun.objects.active()
-    if run_id:
-        runs = runs.filter(pk=run_id)
-    items = RunSymbol.objects.filter(run__in=runs.filter(status=CollectionRun.RUNNING))
-    dead = list(items.filter(status=RunSymbol.RUNNING, heartbeat_at__lt=stale).values_list("pk", "run_id"))
     queue_empty = get_broker().queue_size() == 0
+    runs = CollectionRun.objects.active()
+    jobs = BackfillJob.objects.filter(status=BackfillJob.RUNNING)
+    if run_id or backfill_id:
+        runs, jobs = runs.filter(pk=run_id), jobs.filter(pk=backfill_id)
+    kinds = [(RunSymbol.objects.filter(run__in=runs.filter(status=CollectionRun.RUNNING)),
+              "collectors.tasks.run_symbol_execute", "run_id", "run"),
+             (BackfillChunk.objects.filter(job__in=jobs), "backfills.tasks.chunk_execute", "job_id", "backfill")]
+    requeued = 0
+    for items, task, owner_field, group in kinds:
+        dead = items.filter(status=WorkItem.RUNNING, heartbeat_at__lt=stale)
+        if queue_empty:
+            dead = dead | items.filter(status=WorkItem.PENDING, enqueued_at__lt=stale)
+        for pk, owner in dead.values_list("pk", owner_field):
+            log.warning("work_requeued", task=task, item_id=pk, **{owner_field: owner})
+            items.model.objects.filter(pk=pk).update(enqueued_at=now)
+            _enqueue_task(task, pk, group=f"{group}-{owner}")
+            requeued += 1
     if queue_empty:
-        dead += list(items.filter(status=RunSymbol.PENDING, enqueued_at__lt=stale)
-                     .values_list("pk", "run_id"))
         for run in runs.filter(status=CollectionRun.QUEUED, created_at__lt=stale):
             log.warning("run_requeued", run_id=run.pk)
             _enqueue_run(run.pk)
-    for pk, owner in dead:
-        log.warning("symbol_requeued", run_id=owner, run_symbol_id=pk)
-        RunSymbol.objects.filter(pk=pk).update(enqueued_at=now)
-        _enqueue("run_symbol_execute", pk, group=f"run-{owner}")
-    if run_id is None:
+        queued_jobs = BackfillJob.objects.filter(status=BackfillJob.QUEUED, created_at__lt=stale)
+        if backfill_id:
+            queued_jobs = queued_jobs.filter(pk=backfill_id)
+        for job_pk in queued_jobs.values_list("pk", flat=True):
+            log.warning("backfill_requeued", backfill_id=job_pk)
+            _enqueue_task("backfills.tasks.backfill_execute", job_pk, group=f"backfill-{job_pk}")
+    if not (run_id or backfill_id):
         for run in runs.filter(status=CollectionRun.RUNNING):
             run_finish_if_done(run_id=run.pk)
-    return len(dead)
+    return requeued

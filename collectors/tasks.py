@@ -12,4 +12,5 @@ def run_symbol_execute(run_symbol_id: int):
 
 
 def runs_recover():
-    return services.runs_recover()
+    """Scheduled: re-queue work of dead workers (collection runs and backfill chunks)."""
+    return services.work_recover()

@@ -102,6 +102,14 @@ class BinanceKlines:
                         key=lambda t: Decimal(t["quoteVolume"]), reverse=True)
         return [t["symbol"] for t in ranked[: self.config["top_n"]]]
 
+    def first_time(self, symbol: str, start: datetime, end: datetime) -> datetime | None:
+        """Open time of the first kline in [start, end), or None: where a symbol's data begins."""
+        data = self.http.get_json(
+            "/api/v3/klines", {"symbol": symbol, "interval": self.interval, "startTime": _ms(start),
+                               "endTime": _ms(end) - 1, "limit": 1},
+            weight=KLINES_WEIGHT, parse=parse_klines)
+        return _from_ms(data[0][0]) if data else None
+
     def fetch(self, symbol: str, start: datetime, end: datetime) -> Iterator[Page]:
         """Yield pages covering [start, end) in order; the caller bounds `end` to closed candles."""
         cursor, end_ms = _ms(start), _ms(end)

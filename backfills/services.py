@@ -1,0 +1,247 @@
+"""Backfills: estimate, plan into chunks, run the chunks on the workers, control them.
+
+Chunks are fetched by the same engine as collection runs (`collectors.services.fetch_ranges`).
+"""
+
+import math
+from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
+
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from backfills.gaps import stored_gaps
+from backfills.models import BackfillChunk, BackfillJob, EmptyRange
+from backfills.ranges import ceil_time, floor_time, subtract
+from collectors import services as collect
+from collectors.models import Collector
+from collectors.sources import SourceError
+
+log = structlog.get_logger(__name__)
+PAGE = 1000  # rows per request of the klines source
+KLINES_WEIGHT = 2
+
+
+class BackfillNotActive(Exception):
+    """Cancel asked of a finished job, or retry of an active one."""
+
+
+def _window(collector, start, end, now):
+    """[lo, hi) from the inclusive user range; defaults: beginning date, end of yesterday."""
+    step = collector.grain
+    beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
+    today = datetime.combine(now.astimezone(dt_timezone.utc).date(), dtime(0), tzinfo=dt_timezone.utc)
+    lo = ceil_time(start or beginning, step)
+    hi = floor_time(end, step) + step if end else today
+    return lo, min(hi, floor_time(now - collect.CLOSE_GRACE, step))
+
+
+def _split(ranges, span):
+    for start, end in ranges:
+        while start < end:
+            yield start, min(start + span, end)
+            start = min(start + span, end)
+
+
+def _chunk_span(collector):
+    pages = max(1, settings.BACKFILL_BATCH_SIZE // PAGE)
+    return collector.grain * PAGE * pages
+
+
+def _missing(collector, symbol, lo, hi, *, force):
+    if force:
+        return [(lo, hi)] if lo < hi else []
+    gaps = stored_gaps(collector_id=collector.pk, symbol=symbol, series=collector.series,
+                       start=lo, end=hi, step=collector.grain)
+    return subtract(gaps, EmptyRange.ranges(collector_id=collector.pk, symbol=symbol,
+                                            series=collector.series, start=lo, end=hi))
+
+
+def _plan_chunks(collector, symbol, ranges):
+    step_s = collector.grain.total_seconds()
+    for start, end in _split(ranges, _chunk_span(collector)):
+        records = int((end - start).total_seconds() // step_s)
+        yield {"symbol": symbol, "start": start, "end": end, "records": records,
+               "requests": max(1, math.ceil(records / PAGE))}
+
+
+def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=None, force=False,
+                      now=None) -> dict:
+    """What a backfill would fetch, per symbol and in total; nothing is started or stored."""
+    now = now or timezone.now()
+    lo, hi = _window(collector, start, end, now)
+    if symbols is None:
+        symbols = collector.symbols or collect._source(collector).list_symbols()
+    per_symbol, chunks = [], []
+    for symbol in symbols:
+        ranges = _missing(collector, symbol, lo, hi, force=force)
+        planned = list(_plan_chunks(collector, symbol, ranges))
+        chunks += planned
+        per_symbol.append({"symbol": symbol, "missing_ranges": collect._iso_ranges(ranges),
+                           "records": sum(c["records"] for c in planned),
+                           "requests": sum(c["requests"] for c in planned)})
+    records = sum(c["records"] for c in chunks)
+    requests = sum(c["requests"] for c in chunks)
+    weight = requests * KLINES_WEIGHT
+    seconds = weight / settings.EXCHANGE_WEIGHT_BUDGET * settings.EXCHANGE_WEIGHT_WINDOW_SECONDS
+    return {"collector": collector.slug, "start": lo, "end": hi, "force": force,
+            "estimated_records": records, "estimated_requests": requests, "estimated_weight": weight,
+            "estimated_seconds": round(seconds, 1), "chunks": len(chunks), "symbols": per_symbol,
+            "_chunks": chunks}
+
+
+def backfill_create(*, collector: Collector, start=None, end=None, symbols=None, force=False,
+                    created_by: str, now=None) -> tuple[BackfillJob, dict]:
+    """Estimate, record the job with its chunks, and hand it to the workers after commit."""
+    now = now or timezone.now()
+    symbols = collect.symbols_validate(collector=collector, symbols=symbols)
+    if start and end and end < start:
+        raise collect.TriggerError("end_date", "end_date is before start_date.")
+    if start and start > now:
+        raise collect.TriggerError("start_date", "start_date is in the future.")
+    estimate = backfill_estimate(collector=collector, start=start, end=end, symbols=symbols,
+                                 force=force, now=now)
+    with transaction.atomic():
+        job = BackfillJob.objects.create(
+            collector=collector, start=estimate["start"], end=estimate["end"],
+            symbols=[s["symbol"] for s in estimate["symbols"]], force=force, created_by=created_by,
+            estimated_records=estimate["estimated_records"],
+            estimated_requests=estimate["estimated_requests"])
+        BackfillChunk.objects.bulk_create(
+            BackfillChunk(job=job, symbol=c["symbol"], start=c["start"], end=c["end"],
+                          estimated_records=c["records"], estimated_requests=c["requests"])
+            for c in estimate["_chunks"])
+        transaction.on_commit(lambda: _enqueue_job(job.pk))
+    log.info("backfill_created", backfill_id=job.pk, collector=collector.slug,
+             chunks=estimate["chunks"], records=estimate["estimated_records"])
+    return job, estimate
+
+
+def _enqueue_job(job_id):
+    task_id = collect._enqueue_task("backfills.tasks.backfill_execute", job_id,
+                                    task_name=f"backfill-{job_id}", group=f"backfill-{job_id}")
+    BackfillJob.objects.filter(pk=job_id).update(task_id=task_id or "")
+
+
+def _enqueue_chunks(job_id, pks):
+    BackfillChunk.objects.filter(pk__in=pks).update(enqueued_at=timezone.now())
+    for pk in pks:
+        collect._enqueue_task("backfills.tasks.chunk_execute", pk, group=f"backfill-{job_id}")
+
+
+def backfill_start(*, job_id: int, inline: bool = False):
+    """Mark the job running and spread its pending chunks over the workers (idempotent)."""
+    job = BackfillJob.objects.filter(pk=job_id).first()
+    if job is None or not job.is_active:
+        return job
+    job._transition([BackfillJob.QUEUED], status=BackfillJob.RUNNING, started_at=timezone.now())
+    # Interleaved by symbol: every symbol's first chunk (which finds its listing time) runs
+    # before any symbol's second, so empty chunks before a listing are skipped, not fetched.
+    pending = list(job.chunks.filter(status=BackfillChunk.PENDING).order_by("start", "symbol")
+                   .values_list("pk", flat=True))
+    if inline:
+        for pk in pending:
+            chunk_collect(chunk_id=pk)
+    else:
+        _enqueue_chunks(job.pk, pending)
+    backfill_finish_if_done(job_id=job.pk)
+    return job
+
+
+def chunk_collect(*, chunk_id: int):
+    """Fetch one chunk: what is missing in its span (or all of it with force)."""
+    chunk = BackfillChunk.objects.select_related("job__collector").filter(pk=chunk_id).first()
+    if chunk is None or not chunk.claim(lease_seconds=settings.RUN_LEASE_SECONDS):
+        return chunk
+    job, collector = chunk.job, chunk.job.collector
+    bound = log.bind(backfill_id=job.pk, collector=collector.slug, symbol=chunk.symbol)
+    try:
+        ranges = _missing(collector, chunk.symbol, chunk.start, chunk.end, force=job.force)
+        ranges = _skip_before_listing(collector, chunk, ranges)
+        if not ranges:
+            status, missing, error = BackfillChunk.SKIPPED, [], ""
+        else:
+            status, missing, error = collect.fetch_ranges(
+                collector=collector, symbol=chunk.symbol, ranges=ranges, item=chunk, log=bound,
+                is_cancelled=lambda: BackfillJob.objects.filter(
+                    pk=job.pk, status=BackfillJob.CANCELLED).exists())
+    except Exception as exc:  # never leave a chunk 'running' because of a bug
+        bound.exception("chunk_crashed")
+        status, missing, error = BackfillChunk.FAILED, [], f"{type(exc).__name__}: {exc}"
+    chunk.mark_finished(status, missing_ranges=collect._iso_ranges(missing), error=error)
+    backfill_finish_if_done(job_id=job.pk)
+    collect.work_recover(backfill_id=job.pk)
+    return chunk
+
+
+def _skip_before_listing(collector, chunk, ranges):
+    """Before fetching a chunk, ask once where data begins for this symbol (its listing), so a
+    symbol listed mid-range costs one request for all its empty chunks, not one per chunk."""
+    if not ranges or chunk.job.force:
+        return ranges
+    source = collect._source(collector, on_wait=chunk.heartbeat)
+    first_time = getattr(source, "first_time", None)
+    earlier = EmptyRange.objects.of(collector.pk, chunk.symbol, collector.series).filter(
+        start__lte=chunk.job.start, end__gt=chunk.job.start).exists()
+    if first_time is None or earlier or ranges[0][0] != chunk.job.start:
+        return ranges  # not the symbol's first chunk, or its listing is already known
+    try:
+        first = first_time(chunk.symbol, chunk.job.start, chunk.job.end)
+    except SourceError:
+        return ranges  # the chunk's own fetch will retry and report
+    finally:
+        chunk.add_progress(requests=source.http.requests)
+    listed = first or chunk.job.end
+    if listed > chunk.job.start:
+        EmptyRange.record(collector_id=collector.pk, symbol=chunk.symbol, series=collector.series,
+                          ranges=[(chunk.job.start, listed)])
+    return subtract(ranges, [(chunk.job.start, listed)])
+
+
+def backfill_finish_if_done(*, job_id: int):
+    job = BackfillJob.objects.get(pk=job_id)
+    if job.status != BackfillJob.RUNNING:
+        return job
+    counts = dict(job.chunks.values_list("status").annotate(n=Count("id")))
+    if any(counts.get(s) for s in BackfillChunk.UNFINISHED):
+        return job
+    total = sum(counts.values())
+    good = counts.get(BackfillChunk.COMPLETE, 0) + counts.get(BackfillChunk.SKIPPED, 0)
+    failed = counts.get(BackfillChunk.FAILED, 0)
+    status = (BackfillJob.COMPLETE if good == total else
+              BackfillJob.FAILED if failed == total else BackfillJob.PARTIAL)
+    bad = total - good
+    error = f"{bad} of {total} chunks failed or are partial; retry them with retry-failed." if bad else ""
+    if job._transition([BackfillJob.RUNNING], status=status, error=error, finished_at=timezone.now()):
+        log.info("backfill_finished", backfill_id=job.pk, status=status, **counts)
+    return job
+
+
+def backfill_cancel(*, job: BackfillJob) -> BackfillJob:
+    """Stop the job; chunks in flight stop after their page; stored data stays."""
+    if not job._transition(BackfillJob.ACTIVE, status=BackfillJob.CANCELLED,
+                           error="Cancelled by request.", finished_at=timezone.now()):
+        raise BackfillNotActive(f"Backfill {job.pk} is {job.status}; only queued or running jobs can be cancelled.")
+    job.chunks.filter(status=BackfillChunk.PENDING).update(status=BackfillChunk.CANCELLED,
+                                                          finished_at=timezone.now())
+    log.info("backfill_cancelled", backfill_id=job.pk)
+    return job
+
+
+def backfill_retry_failed(*, job: BackfillJob) -> int:
+    """Run again only the failed, partial or cancelled chunks of a finished job."""
+    retry = [BackfillChunk.FAILED, BackfillChunk.PARTIAL, BackfillChunk.CANCELLED]
+    with transaction.atomic():
+        if not job._transition([BackfillJob.COMPLETE, BackfillJob.PARTIAL, BackfillJob.FAILED,
+                                BackfillJob.CANCELLED], status=BackfillJob.RUNNING, error="",
+                               finished_at=None):
+            raise BackfillNotActive(f"Backfill {job.pk} is {job.status}; wait until it has finished.")
+        pks = list(job.chunks.filter(status__in=retry).values_list("pk", flat=True))
+        job.chunks.filter(pk__in=pks).update(status=BackfillChunk.PENDING, error="", missing_ranges=[])
+        transaction.on_commit(lambda: _enqueue_chunks(job.pk, pks))
+    if not pks:
+        backfill_finish_if_done(job_id=job.pk)
+    log.info("backfill_retry_failed", backfill_id=job.pk, chunks=len(pks))
+    return len(pks)
