@@ -71,19 +71,27 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
                       now=None) -> dict:
     """What a backfill would fetch, per symbol and in total; nothing is started or stored."""
     now = now or timezone.now()
+    if start and end and end < start:
+        raise collect.TriggerError("end_date", "end_date is before start_date.")
+    if start and start > now:
+        raise collect.TriggerError("start_date", "start_date is in the future.")
     lo, hi = _window(collector, start, end, now)
     if symbols is None:
         symbols = collector.symbols or collect._source(collector).list_symbols()
     per_symbol, chunks = [], []
+    probes = 0
     for symbol in symbols:
         ranges = _missing(collector, symbol, lo, hi, force=force)
         planned = list(_plan_chunks(collector, symbol, ranges))
+        probe = int(not force and _needs_listing_probe(collector, symbol, len(planned)))
+        probes += probe
         chunks += planned
         per_symbol.append({"symbol": symbol, "missing_ranges": collect._iso_ranges(ranges),
                            "records": sum(c["records"] for c in planned),
-                           "requests": sum(c["requests"] for c in planned)})
+                           "requests": sum(c["requests"] for c in planned) + probe})
     records = sum(c["records"] for c in chunks)
-    requests = sum(c["requests"] for c in chunks)
+    # An upper bound for never-collected symbols: chunks before their listing are skipped.
+    requests = sum(c["requests"] for c in chunks) + probes
     weight = requests * KLINES_WEIGHT
     seconds = weight / settings.EXCHANGE_WEIGHT_BUDGET * settings.EXCHANGE_WEIGHT_WINDOW_SECONDS
     return {"collector": collector.slug, "start": lo, "end": hi, "force": force,
@@ -97,10 +105,6 @@ def backfill_create(*, collector: Collector, start=None, end=None, symbols=None,
     """Estimate, record the job with its chunks, and hand it to the workers after commit."""
     now = now or timezone.now()
     symbols = collect.symbols_validate(collector=collector, symbols=symbols)
-    if start and end and end < start:
-        raise collect.TriggerError("end_date", "end_date is before start_date.")
-    if start and start > now:
-        raise collect.TriggerError("start_date", "start_date is in the future.")
     estimate = backfill_estimate(collector=collector, start=start, end=end, symbols=symbols,
                                  force=force, now=now)
     with transaction.atomic():
@@ -136,9 +140,9 @@ def backfill_start(*, job_id: int, inline: bool = False):
     job = BackfillJob.objects.filter(pk=job_id).first()
     if job is None or not job.is_active:
         return job
-    job._transition([BackfillJob.QUEUED], status=BackfillJob.RUNNING, started_at=timezone.now())
-    # Interleaved by symbol: every symbol's first chunk (which finds its listing time) runs
-    # before any symbol's second, so empty chunks before a listing are skipped, not fetched.
+    if job._transition([BackfillJob.QUEUED], status=BackfillJob.RUNNING, started_at=timezone.now()):
+        _probe_listings(job, job.collector)
+    # Interleaved by symbol, so a job of many symbols progresses on all of them together.
     pending = list(job.chunks.filter(status=BackfillChunk.PENDING).order_by("start", "symbol")
                    .values_list("pk", flat=True))
     if inline:
@@ -159,7 +163,6 @@ def chunk_collect(*, chunk_id: int):
     bound = log.bind(backfill_id=job.pk, collector=collector.slug, symbol=chunk.symbol)
     try:
         ranges = _missing(collector, chunk.symbol, chunk.start, chunk.end, force=job.force)
-        ranges = _skip_before_listing(collector, chunk, ranges)
         if not ranges:
             status, missing, error = BackfillChunk.SKIPPED, [], ""
         else:
@@ -176,28 +179,40 @@ def chunk_collect(*, chunk_id: int):
     return chunk
 
 
-def _skip_before_listing(collector, chunk, ranges):
-    """Before fetching a chunk, ask once where data begins for this symbol (its listing), so a
-    symbol listed mid-range costs one request for all its empty chunks, not one per chunk."""
-    if not ranges or chunk.job.force:
-        return ranges
-    source = collect._source(collector, on_wait=chunk.heartbeat)
+def _needs_listing_probe(collector, symbol, chunk_count) -> bool:
+    """A symbol never collected (no rows, nothing in the ledger) whose range spans several
+    chunks: where its data begins is unknown, and each empty chunk would cost a request."""
+    if chunk_count < 2:
+        return False
+    series = collector.series
+    return not (EmptyRange.objects.of(collector.pk, symbol, series).exists()
+                or collector.candles.filter(symbol=symbol, interval=series).exists())
+
+
+def _probe_listings(job, collector):
+    """Ask once per never-collected symbol where its data begins (its listing) and record the
+    span before it as empty, so its chunks there are skipped instead of fetched one by one."""
+    source = collect._source(collector)
     first_time = getattr(source, "first_time", None)
-    earlier = EmptyRange.objects.of(collector.pk, chunk.symbol, collector.series).filter(
-        start__lte=chunk.job.start, end__gt=chunk.job.start).exists()
-    if first_time is None or earlier or ranges[0][0] != chunk.job.start:
-        return ranges  # not the symbol's first chunk, or its listing is already known
-    try:
-        first = first_time(chunk.symbol, chunk.job.start, chunk.job.end)
-    except SourceError:
-        return ranges  # the chunk's own fetch will retry and report
-    finally:
-        chunk.add_progress(requests=source.http.requests)
-    listed = first or chunk.job.end
-    if listed > chunk.job.start:
-        EmptyRange.record(collector_id=collector.pk, symbol=chunk.symbol, series=collector.series,
-                          ranges=[(chunk.job.start, listed)])
-    return subtract(ranges, [(chunk.job.start, listed)])
+    if first_time is None or job.force:
+        return
+    counts = dict(job.chunks.filter(status=BackfillChunk.PENDING).values_list("symbol")
+                  .annotate(n=Count("id")))
+    for symbol, n in counts.items():
+        if not _needs_listing_probe(collector, symbol, n):
+            continue
+        first = job.chunks.filter(symbol=symbol).order_by("start").first()
+        try:
+            listed = first_time(symbol, first.start, job.end) or job.end
+        except SourceError as error:
+            log.warning("listing_probe_failed", backfill_id=job.pk, symbol=symbol, error=str(error))
+            continue  # the chunks fetch as usual and report their own errors
+        finally:
+            first.add_progress(requests=source.http.requests)
+            source.http.requests = 0
+        if listed > first.start:
+            EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,
+                              ranges=[(first.start, listed)])
 
 
 def backfill_finish_if_done(*, job_id: int):

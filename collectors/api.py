@@ -330,6 +330,25 @@ class CollectTrigger(ApiView, APIView):
         return Response(TriggerAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
+class RunRetryFailed(ApiView, APIView):
+    @extend_schema(request=None, responses={202: TriggerAcceptedSerializer, 400: BAD_REQUEST,
+                                            404: NOT_FOUND, 409: TriggerConflictSerializer})
+    def post(self, request, pk):
+        """Start a new run for only the failed, partial or cancelled symbols of a finished run."""
+        run = generics.get_object_or_404(CollectionRun.objects.select_related("collector"), pk=pk)
+        try:
+            new = services.run_retry_failed(run=run, triggered_by=who(request))
+        except services.TriggerError as error:
+            return Response({"success": False, "detail": error.message, error.field: [error.message]},
+                            status=status.HTTP_400_BAD_REQUEST)
+        except services.RunConflict as conflict:
+            return Response({"success": False, "message": str(conflict), "run_id": conflict.run.pk},
+                            status=status.HTTP_409_CONFLICT)
+        body = {"success": True, "message": f"Retrying {len(new.requested_symbols)} symbol(s) of run {run.pk}", "mode": new.mode, "run_id": new.pk,
+                "collector": run.collector.slug, "status_endpoint": "/api/admin/collect/status"}
+        return Response(TriggerAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
 class CollectorStateSerializer(serializers.Serializer):
     slug = serializers.CharField()
     is_running = serializers.BooleanField()

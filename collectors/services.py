@@ -317,6 +317,19 @@ def run_finish_if_done(*, run_id: int) -> CollectionRun | None:
     return run
 
 
+def run_retry_failed(*, run: CollectionRun, triggered_by: str) -> CollectionRun:
+    """A new run of the same mode and range for only the symbols that failed, were partial or
+    were cancelled; what succeeded is not touched (and would be skipped anyway)."""
+    if run.is_active:
+        raise RunConflict(run)
+    retry = [RunSymbol.FAILED, RunSymbol.PARTIAL, RunSymbol.CANCELLED]
+    symbols = list(run.symbols.filter(status__in=retry).values_list("symbol", flat=True))
+    if not symbols:
+        raise TriggerError("run", f"Run {run.pk} has no failed, partial or cancelled symbols to retry.")
+    return run_trigger(collector=run.collector, mode=run.mode, start=run.start, end=run.end,
+                       symbols=symbols, triggered_by=f"{triggered_by} (retry of run {run.pk})")
+
+
 def run_cancel(*, run: CollectionRun) -> CollectionRun:
     """Stop a queued or running run; symbols in flight stop after their current page."""
     run.cancel()

@@ -166,6 +166,8 @@ HTTP_MAX_RETRY_AFTER_SECONDS = env_positive("HTTP_MAX_RETRY_AFTER_SECONDS", 120.
 # A symbol task that has not written a heartbeat for this long is presumed dead (its worker
 # was killed) and is handed to another worker by the recovery sweep.
 RUN_LEASE_SECONDS = env_positive("RUN_LEASE_SECONDS", 90)
+# Candles per backfill chunk (rounded down to whole 1000-candle pages, at least one page).
+BACKFILL_BATCH_SIZE = env_positive("BACKFILL_BATCH_SIZE", 10_000)
 # Names this machine in claims (RunSymbol/BackfillChunk.claimed_by); default: the host name.
 WORKER_NAME = env("WORKER_NAME", default=__import__("socket").gethostname())
 RUN_RECOVERY_INTERVAL_MINUTES = env_positive("RUN_RECOVERY_INTERVAL_MINUTES", 1)
@@ -199,6 +201,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"BackfillStatusEnum": "backfills.models.BackfillJob.STATUSES"},
 }
 
 # --- Static, i18n, time ---------------------------------------------------------------

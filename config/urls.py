@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from backfills import api as backfills_api
 from collectors import api
 from config import views
 
@@ -15,6 +16,13 @@ api_admin = [
     path("runs/", api.RunList.as_view(), name="run-list"),
     path("runs/<int:pk>/", api.RunDetail.as_view(), name="run-detail"),
     path("runs/<int:pk>/cancel/", api.RunCancel.as_view(), name="run-cancel"),
+    path("runs/<int:pk>/retry-failed/", api.RunRetryFailed.as_view(), name="run-retry-failed"),
+    path("backfills/", backfills_api.BackfillList.as_view(), name="backfill-list"),
+    path("backfills/estimate/", backfills_api.BackfillEstimate.as_view(), name="backfill-estimate"),
+    path("backfills/<int:pk>/", backfills_api.BackfillDetail.as_view(), name="backfill-detail"),
+    path("backfills/<int:pk>/cancel/", backfills_api.BackfillCancel.as_view(), name="backfill-cancel"),
+    path("backfills/<int:pk>/retry-failed/", backfills_api.BackfillRetryFailed.as_view(),
+         name="backfill-retry-failed"),
     path("collectors/", api.CollectorList.as_view(), name="collector-list"),
     path("collectors/<slug:slug>/", api.CollectorDetail.as_view(), name="collector-detail"),
     path("candles/", api.CandleList.as_view(), name="candle-list"),

@@ -1,0 +1,162 @@
+"""Backfill API (see API_CONTRACT.md): create with an estimate, list, detail, cancel, retry."""
+
+from django.db.models import Count, Q, Sum
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backfills import services
+from backfills.models import BackfillChunk, BackfillJob
+from collectors import services as collect
+from collectors.api import (BAD_REQUEST, NOT_FOUND, ApiView, ErrorSerializer, RejectUnknownFields,
+                            UtcDateTimeField, collector_by_slug, iso, validated, who)
+
+
+class BackfillRequestSerializer(RejectUnknownFields, serializers.Serializer):
+    """What to fill: defaults are the collector's beginning date, the end of yesterday, all symbols."""
+
+    collector = serializers.CharField(max_length=64)
+    start_date = UtcDateTimeField(required=False, allow_null=True)
+    end_date = UtcDateTimeField(required=False, allow_null=True, end_of_day=True,
+                                help_text="Inclusive; a bare date means the end of that day.")
+    symbols = serializers.ListField(child=serializers.CharField(max_length=32), required=False,
+                                    allow_null=True, max_length=5000)
+    force = serializers.BooleanField(required=False, default=False,
+                                     help_text="Fetch and overwrite even where data exists.")
+
+    def validate_collector(self, slug):
+        return collector_by_slug(slug)
+
+
+def _estimate_body(estimate: dict) -> dict:
+    body = {k: v for k, v in estimate.items() if not k.startswith("_")}
+    body["start"], body["end"] = iso(estimate["start"]), iso(estimate["end"])
+    return body
+
+
+def _plan(request, create: bool):
+    data = validated(BackfillRequestSerializer, request.data)
+    collector = data["collector"]
+    kwargs = {"collector": collector, "start": data.get("start_date"), "end": data.get("end_date"),
+              "force": data["force"]}
+    symbols = collect.symbols_validate(collector=collector, symbols=data.get("symbols"))
+    if create:
+        return services.backfill_create(symbols=symbols, created_by=who(request), **kwargs)
+    return None, services.backfill_estimate(symbols=symbols, **kwargs)
+
+
+def _trigger_error(error):
+    return Response({"detail": error.message, error.field: [error.message]}, status=status.HTTP_400_BAD_REQUEST)
+
+
+class SymbolProgressSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    chunks_done = serializers.IntegerField()
+    chunks_total = serializers.IntegerField()
+    records = serializers.IntegerField()
+    requests = serializers.IntegerField()
+    failed = serializers.IntegerField()
+
+
+class BackfillSerializer(serializers.ModelSerializer):
+    collector = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    start = UtcDateTimeField()
+    end = UtcDateTimeField()
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BackfillJob
+        fields = ["id", "collector", "status", "start", "end", "symbols", "force", "estimated_records",
+                  "estimated_requests", "created_by", "error", "created_at", "started_at",
+                  "finished_at", "progress"]
+
+    def get_progress(self, job) -> dict:
+        return job.progress()
+
+
+class BackfillDetailSerializer(BackfillSerializer):
+    per_symbol = serializers.SerializerMethodField()
+    failed_chunks = serializers.SerializerMethodField()
+
+    class Meta(BackfillSerializer.Meta):
+        fields = BackfillSerializer.Meta.fields + ["per_symbol", "failed_chunks"]
+
+    def get_per_symbol(self, job) -> list[dict]:
+        return symbol_progress(job)
+
+    def get_failed_chunks(self, job) -> list[dict]:
+        bad = job.chunks.filter(status__in=[BackfillChunk.FAILED, BackfillChunk.PARTIAL])
+        return [{"id": c.pk, "symbol": c.symbol, "start": iso(c.start), "end": iso(c.end),
+                 "status": c.status, "error": c.error, "missing_ranges": c.missing_ranges}
+                for c in bad[:200]]
+
+
+def symbol_progress(job) -> list[dict]:
+    rows = (job.chunks.values("symbol").order_by("symbol").annotate(
+        chunks_total=Count("id"), chunks_done=Count("id", filter=~Q(status__in=BackfillChunk.UNFINISHED)),
+        records=Sum("records"), requests=Sum("requests"),
+        failed=Count("id", filter=Q(status__in=[BackfillChunk.FAILED, BackfillChunk.PARTIAL]))))
+    return [{**r, "records": r["records"] or 0, "requests": r["requests"] or 0} for r in rows]
+
+
+class BackfillList(ApiView, generics.ListCreateAPIView):
+    """Backfill jobs, newest first (GET); create one and start it (POST)."""
+
+    serializer_class = BackfillSerializer
+    queryset = BackfillJob.objects.select_related("collector")
+
+    @extend_schema(request=BackfillRequestSerializer, responses={202: dict, 400: BAD_REQUEST})
+    def post(self, request):
+        """Create a backfill: returns its estimate at once and starts it on the workers."""
+        try:
+            job, estimate = _plan(request, create=True)
+        except collect.TriggerError as error:
+            return _trigger_error(error)
+        body = {"task_id": f"backfill-{job.pk}", "backfill_id": job.pk, "status": "started",
+                "message": "Backfill operation started", **_estimate_body(estimate),
+                "start_date": iso(job.start), "end_date": iso(job.end)}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class BackfillEstimate(ApiView, APIView):
+    @extend_schema(request=BackfillRequestSerializer, responses={200: dict, 400: BAD_REQUEST})
+    def post(self, request):
+        """Dry run: the missing ranges per symbol, records, requests, weight and duration."""
+        try:
+            _, estimate = _plan(request, create=False)
+        except collect.TriggerError as error:
+            return _trigger_error(error)
+        return Response(_estimate_body(estimate))
+
+
+class BackfillDetail(ApiView, generics.RetrieveAPIView):
+    """One backfill with progress per symbol and its failed chunks."""
+
+    serializer_class = BackfillDetailSerializer
+    queryset = BackfillJob.objects.select_related("collector")
+
+
+class BackfillCancel(ApiView, APIView):
+    @extend_schema(request=None, responses={200: BackfillDetailSerializer, 404: NOT_FOUND, 409: ErrorSerializer})
+    def post(self, request, pk):
+        """Stop a queued or running backfill; data already stored stays."""
+        job = generics.get_object_or_404(BackfillJob, pk=pk)
+        try:
+            services.backfill_cancel(job=job)
+        except services.BackfillNotActive as error:
+            return Response({"detail": str(error), "status": job.status}, status=status.HTTP_409_CONFLICT)
+        return Response(BackfillDetailSerializer(job).data)
+
+
+class BackfillRetryFailed(ApiView, APIView):
+    @extend_schema(request=None, responses={202: dict, 404: NOT_FOUND, 409: ErrorSerializer})
+    def post(self, request, pk):
+        """Run again only the failed, partial or cancelled chunks of a finished backfill."""
+        job = generics.get_object_or_404(BackfillJob, pk=pk)
+        try:
+            count = services.backfill_retry_failed(job=job)
+        except services.BackfillNotActive as error:
+            return Response({"detail": str(error), "status": job.status}, status=status.HTTP_409_CONFLICT)
+        return Response({"backfill_id": job.pk, "status": "started", "chunks": count,
+                         "message": f"Retrying {count} chunk(s)."}, status=status.HTTP_202_ACCEPTED)
