@@ -48,3 +48,16 @@ bench-mysql: install-mysql
 
 clean:
 	rm -rf $(VENV) staticfiles .demo db.sqlite3* .test-db.sqlite3*
+
+# Gap analysis over 10 million candles with known holes; --keep leaves the data so a re-run
+# only times the analysis (make bench-gaps BENCH_GAPS_ARGS="--refill --keep" to write it again).
+BENCH_GAPS_ARGS ?= --keep
+.PHONY: bench-gaps bench-gaps-mysql
+
+bench-gaps: migrate
+	LOG_LEVEL=warning $(BIN)/python manage.py bench_gaps $(BENCH_GAPS_ARGS)
+
+bench-gaps-mysql: install-mysql
+	mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4"
+	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
+	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python manage.py bench_gaps $(BENCH_GAPS_ARGS)'

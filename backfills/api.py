@@ -1,6 +1,5 @@
 """Backfill API (see API_CONTRACT.md): create with an estimate, list, detail, cancel, retry."""
 
-from django.db.models import Count, Q, Sum
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -83,21 +82,13 @@ class BackfillDetailSerializer(BackfillSerializer):
         fields = BackfillSerializer.Meta.fields + ["per_symbol", "failed_chunks"]
 
     def get_per_symbol(self, job) -> list[dict]:
-        return symbol_progress(job)
+        return job.symbol_progress()
 
     def get_failed_chunks(self, job) -> list[dict]:
         bad = job.chunks.filter(status__in=[BackfillChunk.FAILED, BackfillChunk.PARTIAL])
         return [{"id": c.pk, "symbol": c.symbol, "start": iso(c.start), "end": iso(c.end),
                  "status": c.status, "error": c.error, "missing_ranges": c.missing_ranges}
                 for c in bad[:200]]
-
-
-def symbol_progress(job) -> list[dict]:
-    rows = (job.chunks.values("symbol").order_by("symbol").annotate(
-        chunks_total=Count("id"), chunks_done=Count("id", filter=~Q(status__in=BackfillChunk.UNFINISHED)),
-        records=Sum("records"), requests=Sum("requests"),
-        failed=Count("id", filter=Q(status__in=[BackfillChunk.FAILED, BackfillChunk.PARTIAL]))))
-    return [{**r, "records": r["records"] or 0, "requests": r["requests"] or 0} for r in rows]
 
 
 class BackfillList(ApiView, generics.ListCreateAPIView):

@@ -115,6 +115,18 @@ class BackfillJob(models.Model):
                 "percent": round(min(percent, 100.0), 1), "records_per_second": round(rate, 1),
                 "eta_seconds": round(left / rate, 1) if rate and self.is_active else None}
 
+    def symbol_progress(self) -> list[dict]:
+        """Per symbol: chunks done of total, records, requests and failed chunks."""
+        from django.db.models import Count, Q, Sum
+
+        rows = (self.chunks.values("symbol").order_by("symbol").annotate(
+            chunks_total=Count("id"),
+            chunks_done=Count("id", filter=~Q(status__in=BackfillChunk.UNFINISHED)),
+            records=Sum("records"), requests=Sum("requests"),
+            failed=Count("id", filter=Q(status__in=[BackfillChunk.FAILED, BackfillChunk.PARTIAL]))))
+        return [{**r, "records": r["records"] or 0, "requests": r["requests"] or 0,
+                 "percent": round(100.0 * r["chunks_done"] / r["chunks_total"], 1)} for r in rows]
+
     def _transition(self, from_statuses, **changes) -> bool:
         updated = BackfillJob.objects.filter(pk=self.pk, status__in=from_statuses).update(**changes)
         if updated:

@@ -20,7 +20,8 @@ from rest_framework.views import APIView
 from collectors import services, sources
 from collectors.auth import ApiKeyUser
 from collectors.models import Candle, CollectionRun, Collector, RunNotActive, RunSymbol
-from config.api import ContentNegotiation, CursorPagination
+from config.api import CursorPagination
+from config.negotiation import ContentNegotiation
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.utils.dateparse import parse_datetime
-from rest_framework import negotiation, pagination, status
+from rest_framework import pagination, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -83,17 +83,6 @@ class CursorPagination(pagination.CursorPagination):
             return parse_datetime(position) is not None
         except ValueError:
             return False
-
-
-class ContentNegotiation(negotiation.DefaultContentNegotiation):
-    """An unknown `?format=` is a 400 naming `format` (DRF's default is a bare 404)."""
-
-    def filter_renderers(self, renderers, format):
-        picked = [r for r in renderers if r.format == format]
-        if not picked:
-            known = ", ".join(sorted({r.format for r in renderers}))
-            raise ValidationError({"format": [f"Unknown format {format[:20]!r}; use one of: {known}."]})
-        return picked
 
 
 def exception_handler(exc, context):
