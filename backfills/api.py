@@ -151,3 +151,31 @@ class BackfillRetryFailed(ApiView, APIView):
             return Response({"detail": str(error), "status": job.status}, status=status.HTTP_409_CONFLICT)
         return Response({"backfill_id": job.pk, "status": "started", "chunks": count,
                          "message": f"Retrying {count} chunk(s)."}, status=status.HTTP_202_ACCEPTED)
+
+
+class GapsFilterSerializer(serializers.Serializer):
+    collector = serializers.CharField(max_length=64)
+    symbol = serializers.CharField(required=False, max_length=32)
+    start = UtcDateTimeField(required=False)
+    end = UtcDateTimeField(required=False, end_of_day=True)
+
+    def validate_collector(self, slug):
+        return collector_by_slug(slug)
+
+
+class Gaps(ApiView, APIView):
+    @extend_schema(parameters=[GapsFilterSerializer], responses={200: dict, 400: BAD_REQUEST})
+    def get(self, request):
+        """Per symbol, the ranges missing from the database ("missing": a gap fill or backfill
+        will fetch them) apart from those the exchange answered empty ("no_data": not listed
+        yet, delisted, outages; not asked again). Default window: beginning date to yesterday."""
+        data = validated(GapsFilterSerializer, request.query_params)
+        collector = data["collector"]
+        symbols = collect.symbols_validate(collector=collector, symbols=[data["symbol"]]) \
+            if "symbol" in data else None
+        try:
+            report = services.gaps_report(collector=collector, start=data.get("start"),
+                                          end=data.get("end"), symbols=symbols)
+        except collect.TriggerError as error:
+            return _trigger_error(error)
+        return Response(report)

@@ -100,6 +100,26 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
             "_chunks": chunks}
 
 
+def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now=None) -> dict:
+    """Missing ranges and ranges the exchange had no data for, per symbol, kept apart."""
+    now = now or timezone.now()
+    lo, hi = _window(collector, start, end, now)
+    symbols = symbols or collector.symbols or list(
+        collector.candles.values_list("symbol", flat=True).distinct().order_by("symbol"))
+    rows = []
+    for symbol in symbols:
+        no_data = EmptyRange.ranges(collector_id=collector.pk, symbol=symbol, series=collector.series,
+                                    start=lo, end=hi)
+        missing = subtract(stored_gaps(collector_id=collector.pk, symbol=symbol, series=collector.series,
+                                       start=lo, end=hi, step=collector.grain), no_data)
+        step_s = collector.grain.total_seconds()
+        count = lambda ranges: int(sum((b - a).total_seconds() for a, b in ranges) // step_s)  # noqa: E731
+        rows.append({"symbol": symbol, "missing": collect._iso_ranges(missing), "missing_candles": count(missing),
+                     "no_data": collect._iso_ranges(no_data), "no_data_candles": count(no_data)})
+    return {"collector": collector.slug, "start": lo.isoformat().replace("+00:00", "Z"),
+            "end": hi.isoformat().replace("+00:00", "Z"), "symbols": rows}
+
+
 def backfill_create(*, collector: Collector, start=None, end=None, symbols=None, force=False,
                     created_by: str, now=None) -> tuple[BackfillJob, dict]:
     """Estimate, record the job with its chunks, and hand it to the workers after commit."""

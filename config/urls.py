@@ -17,6 +17,7 @@ api_admin = [
     path("runs/<int:pk>/", api.RunDetail.as_view(), name="run-detail"),
     path("runs/<int:pk>/cancel/", api.RunCancel.as_view(), name="run-cancel"),
     path("runs/<int:pk>/retry-failed/", api.RunRetryFailed.as_view(), name="run-retry-failed"),
+    path("gaps/", backfills_api.Gaps.as_view(), name="gaps"),
     path("backfills/", backfills_api.BackfillList.as_view(), name="backfill-list"),
     path("backfills/estimate/", backfills_api.BackfillEstimate.as_view(), name="backfill-estimate"),
     path("backfills/<int:pk>/", backfills_api.BackfillDetail.as_view(), name="backfill-detail"),

@@ -184,3 +184,18 @@ def test_retry_failed_of_a_run_starts_a_run_for_only_the_failed_symbols(api, emu
     retry = CollectionRun.objects.get(pk=response.json()["run_id"])
     assert retry.requested_symbols == ["NOSUCHCOIN"] and (retry.start, retry.end) == (run.start, run.end)
     assert api.post(f"/api/admin/runs/{run.pk}/retry-failed/").status_code == 409  # retry is active
+
+
+def test_gaps_api_keeps_missing_apart_from_what_the_exchange_had_no_data_for(api, emulator, collector):
+    emulator.configure(outages=[[ms(utc(2025, 6, 3, 4)), ms(utc(2025, 6, 3, 9))]])
+    body = {"collector": "bf", "start_date": "2025-05-01", "end_date": "2025-06-10", "symbols": ["NEWCOINUSDT"]}
+    run_inline(api.post("/api/admin/backfills/", body, format="json").json()["backfill_id"])
+    Candle.objects.filter(symbol="NEWCOINUSDT", open_time__gte=utc(2025, 6, 5),
+                          open_time__lt=utc(2025, 6, 5, 3)).delete()
+    report = api.get("/api/admin/gaps/?collector=bf&symbol=NEWCOINUSDT&start=2025-05-01&end=2025-06-10").json()
+    (row,) = report["symbols"]
+    assert row["missing"] == [{"start": "2025-06-05T00:00:00Z", "end": "2025-06-05T03:00:00Z"}]
+    assert row["missing_candles"] == 3
+    assert row["no_data"] == [{"start": "2025-05-01T00:00:00Z", "end": "2025-06-01T00:00:00Z"},
+                              {"start": "2025-06-03T04:00:00Z", "end": "2025-06-03T09:00:00Z"}]
+    assert api.get("/api/admin/gaps/?collector=nope").status_code == 400
