@@ -1,5 +1,7 @@
 """Backfill API (see API_CONTRACT.md): create with an estimate, list, detail, cancel, retry."""
 
+from datetime import timedelta
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -106,7 +108,8 @@ class BackfillList(ApiView, generics.ListCreateAPIView):
             return _trigger_error(error)
         body = {"task_id": f"backfill-{job.pk}", "backfill_id": job.pk, "status": "started",
                 "message": "Backfill operation started", **_estimate_body(estimate),
-                "start_date": iso(job.start), "end_date": iso(job.end)}
+                # The contract's inclusive form (last second wanted); `start`/`end` are half-open.
+                "start_date": iso(job.start), "end_date": iso(job.end - timedelta(seconds=1))}
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
 

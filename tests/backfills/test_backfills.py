@@ -60,7 +60,7 @@ def test_a_half_present_range_fetches_only_the_missing_half_exactly_as_estimated
     created = api.post("/api/admin/backfills/", body, format="json")
     assert created.status_code == 202, created.content
     assert created.json()["estimated_records"] == estimate["estimated_records"]
-    assert created.json()["end_date"] == "2025-01-01T00:00:00Z"
+    assert created.json()["end_date"] == "2024-12-31T23:59:59Z" and created.json()["end"] == "2025-01-01T00:00:00Z"
     job = run_inline(created.json()["backfill_id"])
     assert job.status == BackfillJob.COMPLETE
     assert job.progress()["records"] == estimate["estimated_records"]
