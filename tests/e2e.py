@@ -70,9 +70,14 @@ class Process:
         return Path(self.log_path).read_text(errors="replace")
 
 
-def start_qcluster(tmp_path, name="qcluster", **env) -> Process:
-    return Process([sys.executable, "manage.py", "qcluster"], env=child_env(**env),
+def start_qcluster(tmp_path, name="qcluster", *, wait=True, **env) -> Process:
+    proc = Process([sys.executable, "manage.py", "qcluster"], env=child_env(**env),
                    log_path=tmp_path / f"{name}.log")
+    if wait:  # until its workers take tasks
+        wait_for(lambda: "] running." in proc.output() or proc.popen.poll() is not None,
+                 timeout=30, what=f"{name} to start")
+        assert proc.popen.poll() is None, proc.output()[-3000:]
+    return proc
 
 
 def start_web(tmp_path, port, **env) -> Process:

@@ -25,11 +25,11 @@ def test_two_machines_share_one_backfill_survive_a_kill_and_stay_within_the_budg
         redis.Redis.from_url(REDIS_URL).flushdb()
     except redis.ConnectionError:
         pytest.fail("Redis must run at 127.0.0.1:6379 for the scale-out test")
-    emulator.configure(window_seconds=1, weight_limit=40, slow_ms=20)
+    emulator.configure(window_seconds=1, weight_limit=24, slow_ms=20)
     collector = CollectorFactory(slug="scale", config={"base_url": emulator.url, "interval": "1h"},
                                  symbols=SYMBOLS)
     _, key = ApiKey.objects.create_key(name="scale-out")
-    shared = {"REDIS_URL": REDIS_URL, "EXCHANGE_WEIGHT_BUDGET": 40, "EXCHANGE_WEIGHT_WINDOW_SECONDS": 1,
+    shared = {"REDIS_URL": REDIS_URL, "EXCHANGE_WEIGHT_BUDGET": 24, "EXCHANGE_WEIGHT_WINDOW_SECONDS": 1,
               "BACKFILL_BATCH_SIZE": 2000}
     port = free_port()
     web = start_web(tmp_path, port, **shared)
@@ -68,7 +68,7 @@ def test_two_machines_share_one_backfill_survive_a_kill_and_stay_within_the_budg
     sent = sum(stats["klines_by_symbol"].values())
     assert job.estimated_requests <= sent <= job.estimated_requests + resumed
     # The two machines together kept within the shared budget.
-    assert stats["max_window_weight"] <= 40 and stats["over_limit"] == 0
+    assert stats["max_window_weight"] <= 24 and stats["over_limit"] == 0
     # Exact data, every hour once.
     expected = list(range(int(datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp() * 1000),
                           int(datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp() * 1000), HOUR_MS))
