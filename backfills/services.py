@@ -4,7 +4,7 @@ Chunks are fetched by the same engine as collection runs (`collectors.services.f
 """
 
 import math
-from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
+from datetime import datetime, time as dtime, timezone as dt_timezone
 
 import structlog
 from django.conf import settings
