@@ -203,6 +203,7 @@ class WorkItem(models.Model):
     records = models.PositiveBigIntegerField(default=0)
     requests = models.PositiveIntegerField(default=0)
     retries = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0, help_text="Rows quarantined by a quality rule.")
     throttled_seconds = models.FloatField(default=0, help_text="Time spent waiting for the rate budget.")
     missing_ranges = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
@@ -228,9 +229,10 @@ class WorkItem(models.Model):
             self.refresh_from_db()
         return bool(claimed)
 
-    def add_progress(self, *, records=0, requests=0, retries=0, throttled_seconds=0.0):
+    def add_progress(self, *, records=0, requests=0, retries=0, throttled_seconds=0.0, invalid=0):
         type(self).objects.filter(pk=self.pk).update(
             records=F("records") + records, requests=F("requests") + requests,
+            invalid=F("invalid") + invalid,
             retries=F("retries") + retries,
             throttled_seconds=F("throttled_seconds") + throttled_seconds,
             heartbeat_at=timezone.now())

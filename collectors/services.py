@@ -21,6 +21,8 @@ from collectors.http import Upstream
 from collectors.models import CollectionRun, Collector, RunSymbol, WorkItem
 from collectors.sources import SourceError
 from collectors.storage import upsert_candles
+from quality.models import QuarantinedRow
+from quality.rules import split_valid
 
 log = structlog.get_logger(__name__)
 
@@ -241,14 +243,16 @@ def _collect_symbol(item: RunSymbol, *, now: datetime, log):
         return RunSymbol.SKIPPED, [], ""
     return fetch_ranges(
         collector=collector, symbol=item.symbol, ranges=ranges, item=item, log=log,
+        origin={"run_id": run.pk},
         is_cancelled=lambda: CollectionRun.objects.filter(pk=run.pk, status=CollectionRun.CANCELLED).exists())
 
 
-def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_cancelled):
+def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_cancelled, origin):
     """The engine's fetch loop, shared by runs and backfill chunks.
 
-    Fetches each range page by page; every page is stored, its empty spans recorded in the
-    ledger and `item`'s progress (records, requests, retries, waiting) updated in one
+    Fetches each range page by page; every page is validated (rows that break a quality rule
+    are quarantined with `origin`, not stored), stored, its empty spans recorded in the ledger
+    and `item`'s progress (records, invalid, requests, retries, waiting) updated in one
     transaction. Returns (status, missing ranges, error): complete, partial (some ranges
     failed after retries), failed (nothing stored, or a permanent error) or cancelled.
     """
@@ -258,8 +262,10 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
     stored = 0
     seen = [0, 0, 0.0]  # requests, retries, throttled seconds already reported
 
-    def report(records=0):
-        item.add_progress(records=records, requests=http.requests - seen[0],
+    full_rules = collector.config.get("validate", settings.ENABLE_DATA_VALIDATION)
+
+    def report(records=0, invalid=0):
+        item.add_progress(records=records, invalid=invalid, requests=http.requests - seen[0],
                           retries=http.retried - seen[1],
                           throttled_seconds=http.throttled_seconds - seen[2])
         seen[:] = [http.requests, http.retried, http.throttled_seconds]
@@ -268,14 +274,19 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
         cursor = start
         try:
             for page in source.fetch(symbol, start, end):
+                valid, invalid = split_valid(page.rows, step_ms=step_ms, full=full_rules,
+                                             now_ms=int(timezone.now().timestamp() * 1000))
                 with transaction.atomic():
                     written = upsert_candles(collector_id=collector.pk, symbol=symbol,
-                                             interval=collector.series, rows=page.rows)
+                                             interval=collector.series, rows=valid)
+                    quarantine(collector=collector, symbol=symbol, invalid=invalid, origin=origin)
+                    # A slot where the exchange sent anything, even an invalid row, is not empty.
+                    slots = [t - t % step_ms for t in page.times_ms]
                     holes = absent(int(page.start.timestamp() * 1000), int(page.end.timestamp() * 1000),
-                                   page.times_ms, step_ms)
+                                   slots, step_ms)
                     EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,
                                       ranges=[(_utc(a), _utc(b)) for a, b in holes])
-                    report(written)
+                    report(written, len(invalid))
                 stored += written
                 cursor = page.end
                 if is_cancelled():
@@ -288,6 +299,16 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
             return ("failed" if failed else "partial"), missing, str(error)
     report()
     return "complete", [], ""
+
+
+def quarantine(*, collector: Collector, symbol: str, invalid, origin: dict):
+    """Keep rows that broke a rule, with the rule and the raw row, where users can see them."""
+    if invalid:
+        QuarantinedRow.objects.bulk_create(
+            QuarantinedRow(collector=collector, symbol=symbol, series=collector.series,
+                           open_time=_utc(row[0]) if isinstance(row[0], int) else None,
+                           rule=rule, payload=list(row), **origin)
+            for row, rule in invalid)
 
 
 def _utc(ms: int) -> datetime:

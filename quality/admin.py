@@ -1,0 +1,23 @@
+from django.contrib import admin
+
+from quality.models import QuarantinedRow
+from quality.rules import RULES
+
+
+@admin.register(QuarantinedRow)
+class QuarantinedRowAdmin(admin.ModelAdmin):
+    list_display = ["symbol", "open_time", "rule", "rule_meaning", "collector", "run", "backfill", "created_at"]
+    list_filter = ["rule", "collector"]
+    search_fields = ["^symbol"]
+    readonly_fields = ["collector", "symbol", "series", "open_time", "rule", "payload", "run", "backfill",
+                       "created_at"]
+
+    @admin.display(description="meaning")
+    def rule_meaning(self, obj):
+        return RULES.get(obj.rule, "")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

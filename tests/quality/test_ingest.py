@@ -1,0 +1,57 @@
+"""Invalid candles from the exchange are quarantined with their rule; the rest is stored."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from backfills.models import EmptyRange
+from collectors import services
+from collectors.models import Candle
+from quality.models import QuarantinedRow
+from tests.factories import CollectorFactory
+
+pytestmark = pytest.mark.django_db
+H = 3_600_000
+
+
+def utc(*args):
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def ms(moment):
+    return int(moment.timestamp() * 1000)
+
+
+def collect(collector, **kwargs):
+    run = services.run_trigger(collector=collector, mode="backward", triggered_by="tests", enqueue=False,
+                               start=utc(2025, 1, 1), end=utc(2025, 1, 3, 23), **kwargs)
+    services.run_start(run_id=run.pk, inline=True)
+    return run
+
+
+def test_invalid_candles_are_quarantined_with_their_rule_and_counted(emulator):
+    bad = {f"BTCUSDT:{ms(utc(2025, 1, 1, 5))}": "high_below_low",
+           f"BTCUSDT:{ms(utc(2025, 1, 2, 7))}": "negative_volume",
+           f"BTCUSDT:{ms(utc(2025, 1, 3, 9))}": "misaligned_time"}
+    emulator.configure(invalid_rows=bad)
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
+    run = collect(collector)
+    item = run.symbols.get()
+    assert (item.status, item.records, item.invalid) == ("complete", 72 - 3, 3)
+    assert sorted(QuarantinedRow.objects.values_list("rule", flat=True)) == [
+        "high_below_open_close", "misaligned_time", "negative_volume"]
+    assert set(QuarantinedRow.objects.values_list("run_id", flat=True)) == {run.pk}
+    stored = set(Candle.objects.values_list("open_time", flat=True))
+    assert utc(2025, 1, 1, 5) not in stored and utc(2025, 1, 1, 6) in stored and len(stored) == 69
+    # What the exchange sent, even if invalid, is not "the exchange had no data".
+    assert not EmptyRange.objects.exists()
+    negative = QuarantinedRow.objects.get(rule="negative_volume")
+    assert negative.payload[0] == ms(utc(2025, 1, 2, 7)) and negative.payload[5].startswith("-")
+
+
+def test_a_collector_with_validation_off_stores_what_the_exchange_sent(emulator):
+    emulator.configure(invalid_rows={f"BTCUSDT:{ms(utc(2025, 1, 1, 5))}": "high_below_low"})
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h", "validate": False},
+                                 symbols=["BTCUSDT"])
+    item = collect(collector).symbols.get()
+    assert (item.records, item.invalid) == (72, 0) and not QuarantinedRow.objects.exists()
