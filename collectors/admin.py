@@ -87,7 +87,7 @@ class RunSymbolInline(admin.TabularInline):
     model = RunSymbol
     extra = 0
     can_delete = False
-    fields = ["symbol", "status", "records", "requests", "retries", "throttled_seconds",
+    fields = ["symbol", "status", "records", "invalid", "duplicates", "revisions", "requests", "retries", "throttled_seconds",
               "missing_ranges", "error", "attempts", "started_at", "finished_at"]
     readonly_fields = fields
 

@@ -162,8 +162,8 @@ class RunSymbolSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RunSymbol
-        fields = ["symbol", "status", "records", "requests", "retries", "throttled_seconds",
-                  "missing_ranges", "error", "attempts", "started_at", "finished_at"]
+        fields = ["symbol", "status", "records", "invalid", "duplicates", "revisions", "requests", "retries",
+                  "throttled_seconds", "missing_ranges", "error", "attempts", "started_at", "finished_at"]
 
     def get_error(self, item) -> str | None:
         return item.error or None

@@ -204,6 +204,8 @@ class WorkItem(models.Model):
     requests = models.PositiveIntegerField(default=0)
     retries = models.PositiveIntegerField(default=0)
     invalid = models.PositiveIntegerField(default=0, help_text="Rows quarantined by a quality rule.")
+    duplicates = models.PositiveIntegerField(default=0, help_text="Fetched rows identical to stored ones.")
+    revisions = models.PositiveIntegerField(default=0, help_text="Stored rows the exchange changed.")
     throttled_seconds = models.FloatField(default=0, help_text="Time spent waiting for the rate budget.")
     missing_ranges = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
@@ -229,10 +231,12 @@ class WorkItem(models.Model):
             self.refresh_from_db()
         return bool(claimed)
 
-    def add_progress(self, *, records=0, requests=0, retries=0, throttled_seconds=0.0, invalid=0):
+    def add_progress(self, *, records=0, requests=0, retries=0, throttled_seconds=0.0, invalid=0,
+                     duplicates=0, revisions=0):
         type(self).objects.filter(pk=self.pk).update(
             records=F("records") + records, requests=F("requests") + requests,
-            invalid=F("invalid") + invalid,
+            invalid=F("invalid") + invalid, duplicates=F("duplicates") + duplicates,
+            revisions=F("revisions") + revisions,
             retries=F("retries") + retries,
             throttled_seconds=F("throttled_seconds") + throttled_seconds,
             heartbeat_at=timezone.now())

@@ -18,11 +18,11 @@ from backfills.gaps import last_stored, stored_gaps
 from backfills.models import EmptyRange
 from backfills.ranges import absent, ceil_time, floor_time, subtract
 from collectors.http import Upstream
-from collectors.models import CollectionRun, Collector, RunSymbol, WorkItem
+from collectors.models import Candle, CollectionRun, Collector, RunSymbol, WorkItem
 from collectors.sources import SourceError
 from collectors.storage import upsert_candles
-from quality.models import QuarantinedRow
-from quality.rules import split_valid
+from quality.models import QuarantinedRow, Revision
+from quality.rules import FIELDS as REVISED_FIELDS, compare_stored, split_valid
 
 log = structlog.get_logger(__name__)
 
@@ -264,8 +264,11 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
 
     full_rules = collector.config.get("validate", settings.ENABLE_DATA_VALIDATION)
 
-    def report(records=0, invalid=0):
-        item.add_progress(records=records, invalid=invalid, requests=http.requests - seen[0],
+    detect = settings.ENABLE_DUPLICATE_DETECTION
+
+    def report(records=0, invalid=0, duplicates=0, revisions=0):
+        item.add_progress(records=records, invalid=invalid, duplicates=duplicates, revisions=revisions,
+                          requests=http.requests - seen[0],
                           retries=http.retried - seen[1],
                           throttled_seconds=http.throttled_seconds - seen[2])
         seen[:] = [http.requests, http.retried, http.throttled_seconds]
@@ -277,6 +280,9 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
                 valid, invalid = split_valid(page.rows, step_ms=step_ms, full=full_rules,
                                              now_ms=int(timezone.now().timestamp() * 1000))
                 with transaction.atomic():
+                    duplicates, revised = (detect_changes(collector=collector, symbol=symbol, rows=valid,
+                                                          page=page, origin=origin)
+                                           if detect and valid else (0, 0))
                     written = upsert_candles(collector_id=collector.pk, symbol=symbol,
                                              interval=collector.series, rows=valid)
                     quarantine(collector=collector, symbol=symbol, invalid=invalid, origin=origin)
@@ -286,7 +292,7 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
                                    slots, step_ms)
                     EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,
                                       ranges=[(_utc(a), _utc(b)) for a, b in holes])
-                    report(written, len(invalid))
+                    report(written, len(invalid), duplicates, revised)
                 stored += written
                 cursor = page.end
                 if is_cancelled():
@@ -299,6 +305,25 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
             return ("failed" if failed else "partial"), missing, str(error)
     report()
     return "complete", [], ""
+
+
+def detect_changes(*, collector: Collector, symbol: str, rows, page, origin: dict) -> tuple[int, int]:
+    """Before overwriting: count fetched rows identical to stored ones (duplicates) and record
+    the ones the exchange changed (revisions). One indexed range read per page; it finds
+    nothing when only missing ranges are fetched, which is the usual case."""
+    stored = {
+        int(values[0].timestamp() * 1000): (*values[1:6], int(values[6].timestamp() * 1000), *values[7:])
+        for values in Candle.objects.filter(
+            collector=collector, symbol=symbol, interval=collector.series,
+            open_time__gte=page.start, open_time__lt=page.end).values_list("open_time", *REVISED_FIELDS)
+    }
+    if not stored:
+        return 0, 0
+    duplicates, revisions = compare_stored(rows, stored)
+    Revision.objects.bulk_create(
+        Revision(collector=collector, symbol=symbol, series=collector.series, open_time=_utc(open_ms),
+                 changes=changes, **origin) for open_ms, changes in revisions)
+    return duplicates, len(revisions)
 
 
 def quarantine(*, collector: Collector, symbol: str, invalid, origin: dict):

@@ -171,6 +171,8 @@ RUN_LEASE_SECONDS = env_positive("RUN_LEASE_SECONDS", 90)
 # Apply the quality rules on ingest (a collector may switch them off with "validate": false);
 # rows that break one are quarantined (quality.QuarantinedRow), not stored.
 ENABLE_DATA_VALIDATION = env.bool("ENABLE_DATA_VALIDATION", default=True)
+# Count fetched rows that already exist (duplicates) and record changed ones (revisions).
+ENABLE_DUPLICATE_DETECTION = env.bool("ENABLE_DUPLICATE_DETECTION", default=True)
 # Candles per backfill chunk (rounded down to whole 1000-candle pages, at least one page).
 BACKFILL_BATCH_SIZE = env_positive("BACKFILL_BATCH_SIZE", 10_000)
 # Names this machine in claims (RunSymbol/BackfillChunk.claimed_by); default: the host name.

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from quality.models import QuarantinedRow
+from quality.models import QuarantinedRow, Revision
 from quality.rules import RULES
 
 
@@ -15,6 +15,26 @@ class QuarantinedRowAdmin(admin.ModelAdmin):
     @admin.display(description="meaning")
     def rule_meaning(self, obj):
         return RULES.get(obj.rule, "")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Revision)
+class RevisionAdmin(admin.ModelAdmin):
+    """Candles the exchange changed after we stored them (the new values are stored)."""
+
+    list_display = ["symbol", "open_time", "changed_fields", "collector", "run", "backfill", "detected_at"]
+    list_filter = ["collector"]
+    search_fields = ["^symbol"]
+    readonly_fields = ["collector", "symbol", "series", "open_time", "changes", "run", "backfill", "detected_at"]
+
+    @admin.display(description="changed")
+    def changed_fields(self, obj):
+        return ", ".join(f"{k}: {v[0]} → {v[1]}" for k, v in obj.changes.items())
 
     def has_add_permission(self, request):
         return False

@@ -61,3 +61,29 @@ def split_valid(rows, *, step_ms: int, now_ms: int, full: bool = True):
         else:
             invalid.append((row, rule))
     return valid, invalid
+
+
+FIELDS = ("open", "high", "low", "close", "volume", "close_time", "quote_volume", "trades",
+          "taker_buy_base_volume", "taker_buy_quote_volume")
+
+
+def compare_stored(rows, stored: dict) -> tuple[int, list[tuple[int, dict]]]:
+    """Rows that already exist: (how many are identical, [(open_ms, {field: [old, new]})]).
+
+    `stored` maps open_ms to the stored values in FIELDS order (decimals, ms, ints)."""
+    duplicates, revisions = 0, []
+    for row in rows:
+        old = stored.get(row[0])
+        if old is None:
+            continue
+        new = (row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10])
+        changed = {}
+        for name, before, after in zip(FIELDS, old, new):
+            same = before == after if isinstance(after, int) else Decimal(before) == Decimal(after)
+            if not same:
+                changed[name] = [format(before, "f") if isinstance(before, Decimal) else str(before), str(after)]
+        if changed:
+            revisions.append((row[0], changed))
+        else:
+            duplicates += 1
+    return duplicates, revisions

@@ -55,3 +55,23 @@ def test_a_collector_with_validation_off_stores_what_the_exchange_sent(emulator)
                                  symbols=["BTCUSDT"])
     item = collect(collector).symbols.get()
     assert (item.records, item.invalid) == (72, 0) and not QuarantinedRow.objects.exists()
+
+
+def test_an_overlapping_fetch_counts_duplicates_and_records_a_revision_the_exchange_made(emulator, admin_key):
+    from backfills import services as backfills
+    from quality.models import Revision
+
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
+    collect(collector)
+    changed_at = utc(2025, 1, 2, 7)
+    before = Candle.objects.get(open_time=changed_at)
+    emulator.configure(revisions={f"BTCUSDT:{ms(changed_at)}": {"volume": "4242.12345678"}})
+    job, _ = backfills.backfill_create(collector=collector, start=utc(2025, 1, 1), end=utc(2025, 1, 3, 23),
+                                       force=True, created_by="tests")
+    backfills.backfill_start(job_id=job.pk, inline=True)
+    chunk = job.chunks.get()
+    assert (chunk.records, chunk.duplicates, chunk.revisions) == (72, 71, 1)
+    revision = Revision.objects.get()
+    assert revision.open_time == changed_at and revision.backfill_id == job.pk
+    assert revision.changes == {"volume": [format(before.volume, "f"), "4242.12345678"]}
+    assert format(Candle.objects.get(open_time=changed_at).volume, "f") == "4242.12345678"
