@@ -188,7 +188,7 @@ def chunk_collect(*, chunk_id: int):
         else:
             status, missing, error = collect.fetch_ranges(
                 collector=collector, symbol=chunk.symbol, ranges=ranges, item=chunk, log=bound,
-                origin={"backfill_id": job.pk}, is_cancelled=lambda: BackfillJob.objects.filter(
+                origin={"backfill_id": job.pk}, may_overlap=job.force, is_cancelled=lambda: BackfillJob.objects.filter(
                     pk=job.pk, status=BackfillJob.CANCELLED).exists())
     except Exception as exc:  # never leave a chunk 'running' because of a bug
         bound.exception("chunk_crashed")

@@ -247,7 +247,8 @@ def _collect_symbol(item: RunSymbol, *, now: datetime, log):
         is_cancelled=lambda: CollectionRun.objects.filter(pk=run.pk, status=CollectionRun.CANCELLED).exists())
 
 
-def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_cancelled, origin):
+def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_cancelled, origin,
+                 may_overlap: bool = False):
     """The engine's fetch loop, shared by runs and backfill chunks.
 
     Fetches each range page by page; every page is validated (rows that break a quality rule
@@ -264,7 +265,9 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
 
     full_rules = collector.config.get("validate", settings.ENABLE_DATA_VALIDATION)
 
-    detect = settings.ENABLE_DUPLICATE_DETECTION
+    # Planned ranges are holes in the database; only a fetch over stored rows (force) can meet
+    # duplicates or revisions, so only that one pays for the extra read per page.
+    detect = settings.ENABLE_DUPLICATE_DETECTION and may_overlap
 
     def report(records=0, invalid=0, duplicates=0, revisions=0):
         item.add_progress(records=records, invalid=invalid, duplicates=duplicates, revisions=revisions,

@@ -21,26 +21,37 @@ RULES = {
 }
 
 
-def _less(a: str, b: str) -> bool:
-    """a < b for decimal strings; floats decide unless they cannot tell them apart."""
-    fa, fb = float(a), float(b)
-    return fa < fb if fa != fb else Decimal(a) < Decimal(b)
+_PAGE_OF_NUMBERS = re.compile(r"(?:-?\d{1,28}(?:\.\d{1,8})?\x00)*")
 
 
-def kline_violation(row, *, step_ms: int, now_ms: int, full: bool = True) -> str | None:
-    """The first rule `row` breaks, or None. With full=False only what storage needs is checked."""
+def _numeric(row) -> bool:
     number = NUMBER.fullmatch
-    if not all(isinstance(row[i], str) and number(row[i]) for i in DECIMAL_FIELDS) \
-            or not isinstance(row[8], int):
-        return "not_numeric"
-    if not full:
-        return None
-    open_ms, o, h, l, c = row[0], row[1], row[2], row[3], row[4]
-    if _less(h, o) or _less(h, c):
+    return all(isinstance(row[i], str) and number(row[i]) for i in DECIMAL_FIELDS) \
+        and type(row[8]) is int
+
+
+def _all_numeric(rows) -> bool:
+    """One regex pass over the whole page (~10x faster than a match per field)."""
+    try:
+        text = "\x00".join(v for r in rows for v in (r[1], r[2], r[3], r[4], r[5], r[7], r[9], r[10]))
+    except TypeError:  # a None or a number where a decimal string belongs
+        return False
+    return _PAGE_OF_NUMBERS.fullmatch(text + "\x00") is not None and all(type(r[8]) is int for r in rows)
+
+
+def _lt(a: str, fa: float, b: str, fb: float) -> bool:
+    """a < b: floats decide unless equal; equal floats of different strings go to Decimal."""
+    return fa < fb or (fa == fb and a != b and Decimal(a) < Decimal(b))
+
+
+def _semantic_violation(row, step_ms: int, now_ms: int) -> str | None:
+    open_ms, o, h, low, c = row[0], row[1], row[2], row[3], row[4]
+    fo, fh, fl, fc = float(o), float(h), float(low), float(c)  # once per row: the hot path
+    if _lt(h, fh, o, fo) or _lt(h, fh, c, fc):
         return "high_below_open_close"
-    if _less(o, l) or _less(c, l):
+    if _lt(o, fo, low, fl) or _lt(c, fc, low, fl):
         return "low_above_open_close"
-    if row[8] < 0 or any(row[i].startswith("-") for i in (5, 7, 9, 10)):
+    if row[8] < 0 or row[5][0] == "-" or row[7][0] == "-" or row[9][0] == "-" or row[10][0] == "-":
         return "negative_volume"
     if open_ms % step_ms:
         return "misaligned_time"
@@ -51,17 +62,27 @@ def kline_violation(row, *, step_ms: int, now_ms: int, full: bool = True) -> str
     return None
 
 
+def kline_violation(row, *, step_ms: int, now_ms: int, full: bool = True) -> str | None:
+    """The first rule `row` breaks, or None. With full=False only what storage needs is checked."""
+    if not _numeric(row):
+        return "not_numeric"
+    return _semantic_violation(row, step_ms, now_ms) if full else None
+
+
 def split_valid(rows, *, step_ms: int, now_ms: int, full: bool = True):
     """(rows to store, [(row, rule), ...] to quarantine)."""
+    numbers_checked = _all_numeric(rows)
     valid, invalid = [], []
     for row in rows:
-        rule = kline_violation(row, step_ms=step_ms, now_ms=now_ms, full=full)
+        if not numbers_checked and not _numeric(row):
+            rule = "not_numeric"
+        else:
+            rule = _semantic_violation(row, step_ms, now_ms) if full else None
         if rule is None:
             valid.append(row)
         else:
             invalid.append((row, rule))
     return valid, invalid
-
 
 FIELDS = ("open", "high", "low", "close", "volume", "close_time", "quote_volume", "trades",
           "taker_buy_base_volume", "taker_buy_quote_volume")
