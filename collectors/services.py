@@ -409,7 +409,9 @@ def work_recover(*, run_id: int | None = None, backfill_id: int | None = None,
              (BackfillChunk.objects.filter(job__in=jobs), "backfills.tasks.chunk_execute", "job_id", "backfill")]
     requeued = 0
     for items, task, owner_field, group in kinds:
-        dead = items.filter(status=WorkItem.RUNNING, heartbeat_at__lt=stale)
+        # enqueued_at < stale: an item handed out again less than a lease ago is not re-sent
+        # by every worker that finishes something meanwhile.
+        dead = items.filter(status=WorkItem.RUNNING, heartbeat_at__lt=stale).exclude(enqueued_at__gte=stale)
         if queue_empty:
             dead = dead | items.filter(status=WorkItem.PENDING, enqueued_at__lt=stale)
         for pk, owner in dead.values_list("pk", owner_field):
