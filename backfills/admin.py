@@ -13,24 +13,18 @@ from django.utils.html import format_html
 from backfills import services
 from backfills.models import BackfillJob, EmptyRange
 from collectors import services as collect
-from collectors.admin import progress_bar
+from collectors.admin import ReadOnlyAdmin, progress_bar
 from collectors.models import Collector
 from collectors.sources import SourceError
 
 
 @admin.register(EmptyRange)
-class EmptyRangeAdmin(admin.ModelAdmin):
+class EmptyRangeAdmin(ReadOnlyAdmin):
     """Ranges the exchange answered with no data: not asked again, not counted as missing."""
 
     list_display = ["symbol", "series", "start", "end", "collector", "updated_at"]
     list_filter = ["collector", "series"]
     search_fields = ["^symbol"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class BackfillForm(forms.Form):

@@ -15,6 +15,16 @@ from collectors.models import ApiKey, Candle, CollectionRun, Collector, RunSymbo
 admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the workers: operators look, they do not add or edit."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 def progress_bar(percent: float, status: str) -> str:
     colour = {"failed": "#ba2121", "partial": "#d98e04", "cancelled": "#888"}.get(status, "#2e7d32")
     return format_html(
@@ -172,7 +182,7 @@ class ApiKeyAdmin(APIKeyModelAdmin):
 
 
 @admin.register(Candle)
-class CandleAdmin(admin.ModelAdmin):
+class CandleAdmin(ReadOnlyAdmin):
     list_display = ["symbol", "interval", "open_time", "open", "high", "low", "close", "volume",
                     "trades", "collector"]
     list_filter = ["collector", "interval"]
@@ -183,12 +193,6 @@ class CandleAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in Candle._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     def has_delete_permission(self, request, obj=None):
         return False  # stored data is removed by retention jobs, not by hand

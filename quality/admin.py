@@ -1,11 +1,12 @@
 from django.contrib import admin
 
+from collectors.admin import ReadOnlyAdmin
 from quality.models import QuarantinedRow, Revision
 from quality.rules import RULES
 
 
 @admin.register(QuarantinedRow)
-class QuarantinedRowAdmin(admin.ModelAdmin):
+class QuarantinedRowAdmin(ReadOnlyAdmin):
     list_display = ["symbol", "open_time", "rule", "rule_meaning", "collector", "run", "backfill", "created_at"]
     list_filter = ["rule", "collector"]
     search_fields = ["^symbol"]
@@ -16,15 +17,9 @@ class QuarantinedRowAdmin(admin.ModelAdmin):
     def rule_meaning(self, obj):
         return RULES.get(obj.rule, "")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Revision)
-class RevisionAdmin(admin.ModelAdmin):
+class RevisionAdmin(ReadOnlyAdmin):
     """Candles the exchange changed after we stored them (the new values are stored)."""
 
     list_display = ["symbol", "open_time", "changed_fields", "collector", "run", "backfill", "detected_at"]
@@ -35,9 +30,3 @@ class RevisionAdmin(admin.ModelAdmin):
     @admin.display(description="changed")
     def changed_fields(self, obj):
         return ", ".join(f"{k}: {v[0]} → {v[1]}" for k, v in obj.changes.items())
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
