@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from backfills import api as backfills_api
 from collectors import api
+from quality import api as quality_api
 from config import views
 
 admin.site.site_header = "Market-data collectors"
@@ -18,6 +19,7 @@ api_admin = [
     path("runs/<int:pk>/cancel/", api.RunCancel.as_view(), name="run-cancel"),
     path("runs/<int:pk>/retry-failed/", api.RunRetryFailed.as_view(), name="run-retry-failed"),
     path("gaps/", backfills_api.Gaps.as_view(), name="gaps"),
+    path("data-quality/", quality_api.DataQuality.as_view(), name="data-quality"),
     path("backfills/", backfills_api.BackfillList.as_view(), name="backfill-list"),
     path("backfills/estimate/", backfills_api.BackfillEstimate.as_view(), name="backfill-estimate"),
     path("backfills/<int:pk>/", backfills_api.BackfillDetail.as_view(), name="backfill-detail"),
