@@ -10,8 +10,11 @@ from collectors.sources import ConfigError, Page, SourceError
 
 INTERVALS = {
     "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
-    "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200, "1w": 604800,
+    "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400,
 }
+# "3d", "1w" and "1M" are left out on purpose: planning and the alignment rule work on a grid
+# that starts at the epoch; weekly candles open on Mondays, and the 3-day grid's origin is not
+# documented (check it against the real exchange before adding it). "1M" varies in length.
 PAGE_LIMIT = 1000
 KLINES_WEIGHT = 2
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")

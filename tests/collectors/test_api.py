@@ -957,3 +957,11 @@ def test_unknown_paths_and_methods_answer_json(api):
 
     wrong_method = api.get(TRIGGER)
     assert wrong_method.status_code == 405 and "detail" in wrong_method.json()
+
+
+@pytest.mark.parametrize("interval", ["3d", "1w", "1M"])
+def test_intervals_off_the_epoch_grid_are_refused_with_a_reason(api, interval):
+    body = {"slug": f"grid-{interval.lower()}", "name": "x", "kind": "binance_klines",
+            "config": {"interval": interval}, "symbols": ["BTCUSDT"]}
+    response = api.post("/api/admin/collectors/", body, format="json")
+    assert response.status_code == 400 and "interval" in str(response.json()["config"])
