@@ -5,6 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 from django.db import connection
 
+from backfills.ranges import subtract
+
 
 def _epoch_seconds(column: str) -> str:
     if connection.vendor == "sqlite":
@@ -62,6 +64,18 @@ def stored_gaps(*, collector_id: int, symbol: str, series: str, start: datetime,
         if after < until:
             gaps.append((after, until))
     return gaps
+
+
+def coverage(*, collector, symbol: str, start: datetime, end: datetime):
+    """(missing, no_data) in [start, end): holes in the database, minus the ranges the source
+    answered empty (the ledger), and those ranges themselves."""
+    from backfills.models import EmptyRange
+
+    series = collector.series
+    no_data = EmptyRange.ranges(collector_id=collector.pk, symbol=symbol, series=series, start=start, end=end)
+    gaps = stored_gaps(collector_id=collector.pk, symbol=symbol, series=series, start=start, end=end,
+                       step=collector.grain)
+    return subtract(gaps, no_data), no_data
 
 
 def last_stored(*, collector_id: int, symbol: str, series: str) -> datetime | None:

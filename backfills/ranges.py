@@ -57,3 +57,7 @@ def ceil_time(moment: datetime, step: timedelta) -> datetime:
     floored = floor_time(moment, step)
     return floored if floored == moment else floored + step
 
+
+def slots(ranges, step: timedelta) -> int:
+    """How many `step`-long slots (candles) the ranges hold."""
+    return int(sum((end - start).total_seconds() for start, end in ranges) // step.total_seconds())

@@ -12,9 +12,9 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from backfills.gaps import stored_gaps
+from backfills.gaps import coverage
 from backfills.models import BackfillChunk, BackfillJob, EmptyRange
-from backfills.ranges import ceil_time, floor_time, subtract
+from backfills.ranges import ceil_time, floor_time, slots
 from collectors import services as collect
 from collectors.models import Collector
 from collectors.sources import SourceError
@@ -53,16 +53,12 @@ def _chunk_span(collector):
 def _missing(collector, symbol, lo, hi, *, force):
     if force:
         return [(lo, hi)] if lo < hi else []
-    gaps = stored_gaps(collector_id=collector.pk, symbol=symbol, series=collector.series,
-                       start=lo, end=hi, step=collector.grain)
-    return subtract(gaps, EmptyRange.ranges(collector_id=collector.pk, symbol=symbol,
-                                            series=collector.series, start=lo, end=hi))
+    return coverage(collector=collector, symbol=symbol, start=lo, end=hi)[0]
 
 
 def _plan_chunks(collector, symbol, ranges):
-    step_s = collector.grain.total_seconds()
     for start, end in _split(ranges, _chunk_span(collector)):
-        records = int((end - start).total_seconds() // step_s)
+        records = slots([(start, end)], collector.grain)
         yield {"symbol": symbol, "start": start, "end": end, "records": records,
                "requests": max(1, math.ceil(records / PAGE))}
 
@@ -108,14 +104,10 @@ def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now
         collector.candles.values_list("symbol", flat=True).distinct().order_by("symbol"))
     rows = []
     for symbol in symbols:
-        no_data = EmptyRange.ranges(collector_id=collector.pk, symbol=symbol, series=collector.series,
-                                    start=lo, end=hi)
-        missing = subtract(stored_gaps(collector_id=collector.pk, symbol=symbol, series=collector.series,
-                                       start=lo, end=hi, step=collector.grain), no_data)
-        step_s = collector.grain.total_seconds()
-        count = lambda ranges: int(sum((b - a).total_seconds() for a, b in ranges) // step_s)  # noqa: E731
-        rows.append({"symbol": symbol, "missing": collect._iso_ranges(missing), "missing_candles": count(missing),
-                     "no_data": collect._iso_ranges(no_data), "no_data_candles": count(no_data)})
+        missing, no_data = coverage(collector=collector, symbol=symbol, start=lo, end=hi)
+        rows.append({"symbol": symbol, "missing": collect._iso_ranges(missing),
+                     "missing_candles": slots(missing, collector.grain),
+                     "no_data": collect._iso_ranges(no_data), "no_data_candles": slots(no_data, collector.grain)})
     return {"collector": collector.slug, "start": lo.isoformat().replace("+00:00", "Z"),
             "end": hi.isoformat().replace("+00:00", "Z"), "symbols": rows}
 
@@ -240,15 +232,12 @@ def backfill_finish_if_done(*, job_id: int):
     if job.status != BackfillJob.RUNNING:
         return job
     counts = dict(job.chunks.values_list("status").annotate(n=Count("id")))
-    if any(counts.get(s) for s in BackfillChunk.UNFINISHED):
+    outcome = BackfillChunk.outcome(counts) if counts else (BackfillJob.COMPLETE, 0)  # nothing missing
+    if outcome is None:
         return job
-    total = sum(counts.values())
-    good = counts.get(BackfillChunk.COMPLETE, 0) + counts.get(BackfillChunk.SKIPPED, 0)
-    failed = counts.get(BackfillChunk.FAILED, 0)
-    status = (BackfillJob.COMPLETE if good == total else
-              BackfillJob.FAILED if failed == total else BackfillJob.PARTIAL)
-    bad = total - good
-    error = f"{bad} of {total} chunks failed or are partial; retry them with retry-failed." if bad else ""
+    status, bad = outcome
+    error = (f"{bad} of {sum(counts.values())} chunks failed or are partial; retry them with retry-failed."
+             if bad else "")
     if job._transition([BackfillJob.RUNNING], status=status, error=error, finished_at=timezone.now()):
         log.info("backfill_finished", backfill_id=job.pk, status=status, **counts)
     return job

@@ -219,6 +219,17 @@ class WorkItem(models.Model):
     class Meta:
         abstract = True
 
+    @classmethod
+    def outcome(cls, counts: dict) -> tuple[str, int] | None:
+        """The status of a run or job whose items have these status counts, and how many items
+        failed or are partial; None while any item is still pending or running."""
+        total = sum(counts.values())
+        if not total or any(counts.get(s) for s in cls.UNFINISHED):
+            return None
+        good = counts.get(cls.COMPLETE, 0) + counts.get(cls.SKIPPED, 0)
+        status = cls.COMPLETE if good == total else cls.FAILED if counts.get(cls.FAILED) == total else cls.PARTIAL
+        return status, total - good
+
     def claim(self, *, lease_seconds) -> bool:
         """Take this item for the calling worker: pending, or running with a dead worker."""
         now = timezone.now()

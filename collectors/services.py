@@ -14,9 +14,9 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
-from backfills.gaps import last_stored, stored_gaps
+from backfills.gaps import coverage, last_stored
 from backfills.models import EmptyRange
-from backfills.ranges import absent, ceil_time, floor_time, subtract
+from backfills.ranges import absent, ceil_time, floor_time
 from collectors.http import Upstream
 from collectors.models import Candle, CollectionRun, Collector, RunSymbol, WorkItem
 from collectors.sources import SourceError
@@ -178,7 +178,7 @@ def _day_start(moment: datetime) -> datetime:
 
 
 def plan_ranges(*, collector: Collector, symbol: str, mode: str, start: datetime | None,
-                end: datetime | None, now: datetime, force: bool = False) -> list[tuple[datetime, datetime]]:
+                end: datetime | None, now: datetime) -> list[tuple[datetime, datetime]]:
     """The [start, end) ranges to fetch for one symbol: missing in the database, minus what the
     source already answered empty, within closed periods only."""
     step = collector.grain
@@ -203,12 +203,7 @@ def plan_ranges(*, collector: Collector, symbol: str, mode: str, start: datetime
     lo, hi = ceil_time(lo, step), min(ceil_time(hi, step), horizon)
     if lo >= hi:
         return []
-    if force:
-        return [(lo, hi)]
-    missing = stored_gaps(collector_id=collector.pk, symbol=symbol, series=series,
-                          start=lo, end=hi, step=step)
-    empty = EmptyRange.ranges(collector_id=collector.pk, symbol=symbol, series=series, start=lo, end=hi)
-    return subtract(missing, empty)
+    return coverage(collector=collector, symbol=symbol, start=lo, end=hi)[0]
 
 
 def _iso_ranges(ranges):
@@ -349,18 +344,11 @@ def run_finish_if_done(*, run_id: int) -> CollectionRun | None:
     if not run.is_active or run.status == CollectionRun.QUEUED:
         return run
     counts = dict(run.symbols.values_list("status").annotate(n=Count("id")))
-    if not counts or any(counts.get(s) for s in RunSymbol.UNFINISHED):
+    outcome = RunSymbol.outcome(counts)
+    if outcome is None:
         return run
-    good = counts.get(RunSymbol.COMPLETE, 0) + counts.get(RunSymbol.SKIPPED, 0)
-    failed = counts.get(RunSymbol.FAILED, 0)
-    if good == sum(counts.values()):
-        status = CollectionRun.COMPLETE
-    elif failed == sum(counts.values()):
-        status = CollectionRun.FAILED
-    else:
-        status = CollectionRun.PARTIAL
-    bad = counts.get(RunSymbol.FAILED, 0) + counts.get(RunSymbol.PARTIAL, 0)
-    error = f"{bad} of {sum(counts.values())} symbols failed or are partial." if bad else ""
+    status, bad = outcome
+    error = f"{bad} of {sum(counts.values())} symbols failed, are partial or cancelled." if bad else ""
     if run.mark_finished(status, error=error):
         log.info("run_finished", run_id=run.pk, status=status, **{k: v for k, v in counts.items()})
     return run

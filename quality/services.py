@@ -5,19 +5,13 @@ from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
 from django.db.models import Count, Max, Sum
 from django.utils import timezone
 
-from backfills.gaps import stored_gaps
-from backfills.models import BackfillChunk, EmptyRange
-from backfills.ranges import floor_time, subtract
+from backfills.gaps import coverage
+from backfills.models import BackfillChunk
+from backfills.ranges import floor_time, slots
 from collectors.models import Candle, Collector, RunSymbol
+from collectors.services import CLOSE_GRACE
 from quality.models import QuarantinedRow
 from quality.rules import RULES
-
-CLOSE_GRACE = timedelta(seconds=5)
-
-
-def _slots(ranges, step) -> int:
-    return int(sum((b - a).total_seconds() for a, b in ranges) // step.total_seconds())
-
 
 def quality_report(*, collector: Collector, symbol: str | None = None, now: datetime | None = None) -> dict:
     """The data-quality report of one collector (see docs in the API schema).
@@ -31,7 +25,7 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
     now = now or timezone.now()
     step, series = collector.grain, collector.series
     start = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
-    end = floor_time(now - CLOSE_GRACE, step)
+    end = floor_time(now - CLOSE_GRACE, step)  # the last closed candle, as forward runs use
     candles = Candle.objects.filter(collector=collector, interval=series, open_time__gte=start, open_time__lt=end)
     stored = {r["symbol"]: r for r in candles.values("symbol").annotate(n=Count("id"), last=Max("open_time"))}
     symbols = [symbol] if symbol else sorted(set(collector.symbols) | set(stored))
@@ -46,20 +40,19 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
     stale_after = max(2 * step, timedelta(hours=2)).total_seconds()
     rows = []
     for name in symbols:
-        no_data = EmptyRange.ranges(collector_id=collector.pk, symbol=name, series=series, start=start, end=end)
-        expected = _slots([(start, end)], step) - _slots(no_data, step) if start < end else 0
+        gaps, no_data = coverage(collector=collector, symbol=name, start=start, end=end) \
+            if start < end else ([], [])
+        expected = slots([(start, end)], step) - slots(no_data, step) if start < end else 0
         present = stored.get(name, {}).get("n", 0)
         last = stored.get(name, {}).get("last")
         freshness = (now - (last + step)).total_seconds() if last else None
-        gaps = subtract(stored_gaps(collector_id=collector.pk, symbol=name, series=series, start=start,
-                                    end=end, step=step), no_data) if start < end else []
         duplicates, revisions = counted.get(name, (0, 0))
         rows.append({"symbol": name, "records": present, "expected": expected,
                      "completeness_ratio": round(present / expected, 6) if expected else 1.0,
                      "freshness_seconds": round(freshness) if freshness is not None else None,
                      "is_fresh": freshness is not None and freshness <= stale_after,
-                     "gaps": len(gaps), "missing_records": _slots(gaps, step),
-                     "no_data_records": _slots(no_data, step), "invalid_records": invalid.get(name, 0),
+                     "gaps": len(gaps), "missing_records": slots(gaps, step),
+                     "no_data_records": slots(no_data, step), "invalid_records": invalid.get(name, 0),
                      "duplicate_records": duplicates, "revisions": revisions})
     valid = sum(r["records"] for r in rows)
     bad = sum(r["invalid_records"] for r in rows)
