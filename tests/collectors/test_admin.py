@@ -85,3 +85,17 @@ def test_saving_a_collector_with_a_bad_config_or_cron_names_the_problem(operator
     form.update(config='{"base_url": "http://127.0.0.1:9", "interval": "4h"}', schedule="0 */6 * * *")
     assert operator.post(url, form).status_code == 302
     assert Collector.objects.get(pk=collector.pk).config["interval"] == "4h"
+
+
+def test_every_admin_list_page_loads(operator, emulator):
+    from django.contrib import admin
+
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["NEWCOINUSDT"])
+    emulator.configure(invalid_rows={"NEWCOINUSDT:1748739600000": "negative_volume"})
+    from collectors import services
+
+    run = services.run_trigger(collector=collector, mode="backward", triggered_by="tests", enqueue=False)
+    services.run_start(run_id=run.pk, inline=True)
+    for model in admin.site._registry:
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        assert operator.get(url).status_code == 200, url
