@@ -20,6 +20,7 @@ api_admin = [
     path("runs/<int:pk>/retry-failed/", api.RunRetryFailed.as_view(), name="run-retry-failed"),
     path("gaps/", backfills_api.Gaps.as_view(), name="gaps"),
     path("data-quality/", quality_api.DataQuality.as_view(), name="data-quality"),
+    path("validate-data/", quality_api.ValidateData.as_view(), name="validate-data"),
     path("backfills/", backfills_api.BackfillList.as_view(), name="backfill-list"),
     path("backfills/estimate/", backfills_api.BackfillEstimate.as_view(), name="backfill-estimate"),
     path("backfills/<int:pk>/", backfills_api.BackfillDetail.as_view(), name="backfill-detail"),

@@ -5,8 +5,8 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from collectors.api import BAD_REQUEST, ApiView, collector_by_slug, iso, validated
-from quality.services import quality_report
+from collectors.api import BAD_REQUEST, ApiView, RejectUnknownFields, collector_by_slug, iso, validated
+from quality.services import quality_report, records_validate
 
 
 class QualityFilterSerializer(serializers.Serializer):
@@ -32,3 +32,26 @@ class DataQuality(ApiView, APIView):
         report = quality_report(collector=data["collector"], symbol=symbol)
         report["start"], report["end"] = iso(report["start"]), iso(report["end"])
         return Response(report)
+
+
+class ValidateDataSerializer(RejectUnknownFields, serializers.Serializer):
+    collector = serializers.CharField(max_length=64)
+    records = serializers.ListField(
+        child=serializers.JSONField(), allow_empty=False, max_length=10_000,
+        help_text="Kline arrays as the exchange sends them, or objects with open_time, open, high, "
+                  "low, close, volume, close_time, quote_volume, trades, taker_buy_base_volume, "
+                  "taker_buy_quote_volume (times in epoch ms; decimals best as strings).")
+
+    def validate_collector(self, slug):
+        return collector_by_slug(slug)
+
+
+class ValidateData(ApiView, APIView):
+    @extend_schema(request=ValidateDataSerializer, responses={200: dict, 400: BAD_REQUEST})
+    def post(self, request):
+        """Check records against the collector's ingest rules without storing them.
+
+        Each result lists every rule the record breaks (`rule`, `message`, and `field` for a
+        missing or non-numeric value); ingest would quarantine it under the first."""
+        data = validated(ValidateDataSerializer, request.data)
+        return Response(records_validate(collector=data["collector"], records=data["records"]))

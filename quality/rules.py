@@ -11,6 +11,7 @@ from decimal import Decimal
 NUMBER = re.compile(r"-?\d{1,28}(\.\d{1,8})?")  # what fits the exact decimal columns
 DECIMAL_FIELDS = (1, 2, 3, 4, 5, 7, 9, 10)
 RULES = {
+    "missing_field": "a required field is missing",
     "not_numeric": "a price, volume or count is missing or not a decimal number",
     "high_below_open_close": "high < max(open, close)",
     "low_above_open_close": "low > min(open, close)",
@@ -44,22 +45,26 @@ def _lt(a: str, fa: float, b: str, fb: float) -> bool:
     return fa < fb or (fa == fb and a != b and Decimal(a) < Decimal(b))
 
 
-def _semantic_violation(row, step_ms: int, now_ms: int) -> str | None:
+def _broken_rules(row, step_ms: int, now_ms: int):
+    """Every semantic rule `row` breaks, in RULES order (a generator: the hot path takes one)."""
     open_ms, o, h, low, c = row[0], row[1], row[2], row[3], row[4]
     fo, fh, fl, fc = float(o), float(h), float(low), float(c)  # once per row: the hot path
     if _lt(h, fh, o, fo) or _lt(h, fh, c, fc):
-        return "high_below_open_close"
+        yield "high_below_open_close"
     if _lt(o, fo, low, fl) or _lt(c, fc, low, fl):
-        return "low_above_open_close"
+        yield "low_above_open_close"
     if row[8] < 0 or row[5][0] == "-" or row[7][0] == "-" or row[9][0] == "-" or row[10][0] == "-":
-        return "negative_volume"
+        yield "negative_volume"
     if open_ms % step_ms:
-        return "misaligned_time"
+        yield "misaligned_time"
     if row[6] != open_ms + step_ms - 1:
-        return "bad_close_time"
+        yield "bad_close_time"
     if open_ms + step_ms > now_ms:
-        return "in_future"
-    return None
+        yield "in_future"
+
+
+def _semantic_violation(row, step_ms: int, now_ms: int) -> str | None:
+    return next(_broken_rules(row, step_ms, now_ms), None)
 
 
 def kline_violation(row, *, step_ms: int, now_ms: int, full: bool = True) -> str | None:
@@ -67,6 +72,13 @@ def kline_violation(row, *, step_ms: int, now_ms: int, full: bool = True) -> str
     if not _numeric(row):
         return "not_numeric"
     return _semantic_violation(row, step_ms, now_ms) if full else None
+
+
+def kline_violations(row, *, step_ms: int, now_ms: int, full: bool = True) -> list[str]:
+    """Every rule `row` breaks (for reports; ingest stops at the first)."""
+    if not _numeric(row):
+        return ["not_numeric"]
+    return list(_broken_rules(row, step_ms, now_ms)) if full else []
 
 
 def split_valid(rows, *, step_ms: int, now_ms: int, full: bool = True):
@@ -108,3 +120,39 @@ def compare_stored(rows, stored: dict) -> tuple[int, list[tuple[int, dict]]]:
         else:
             duplicates += 1
     return duplicates, revisions
+
+
+# A record as a user may send it to validate-data: the exchange's kline array, or an object.
+RECORD_FIELDS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
+                 "trades", "taker_buy_base_volume", "taker_buy_quote_volume")
+_INT_FIELDS = {"open_time", "close_time", "trades"}
+
+
+def record_to_kline(record) -> tuple[tuple | None, list[tuple[str, str, str]]]:
+    """(kline row, []) or (None, [(field, rule, message), ...]) for an array or an object of
+    RECORD_FIELDS.
+
+    Times are epoch milliseconds; decimals may be strings or JSON numbers."""
+    if isinstance(record, list):
+        if len(record) < 11:
+            name = RECORD_FIELDS[len(record)]
+            return None, [(name, "missing_field", f"Missing required field: {name} "
+                           "(a kline array has at least 11 values).")]
+        record = dict(zip(RECORD_FIELDS, record))
+    if not isinstance(record, dict):
+        return None, [("record", "not_numeric", "Expected a kline array or an object.")]
+    errors, row = [], []
+    for name in RECORD_FIELDS:
+        value = record.get(name)
+        if value is None:
+            errors.append((name, "missing_field", f"Missing required field: {name}"))
+        elif name in _INT_FIELDS:
+            if type(value) is not int:
+                unit = "" if name == "trades" else " (epoch milliseconds)"
+                errors.append((name, "not_numeric", f"{name} must be an integer{unit}."))
+        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            errors.append((name, "not_numeric", f"{name} must be a decimal number."))
+        elif not isinstance(value, str):
+            value = repr(value)
+        row.append(value)
+    return (None, errors) if errors else (tuple(row), [])

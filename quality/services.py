@@ -10,8 +10,9 @@ from backfills.models import BackfillChunk
 from backfills.ranges import floor_time, slots
 from collectors.models import Candle, Collector, RunSymbol
 from collectors.services import CLOSE_GRACE
+from django.conf import settings
 from quality.models import QuarantinedRow
-from quality.rules import RULES
+from quality.rules import RULES, kline_violations, record_to_kline
 
 def quality_report(*, collector: Collector, symbol: str | None = None, now: datetime | None = None) -> dict:
     """The data-quality report of one collector (see docs in the API schema).
@@ -70,3 +71,22 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
             "completeness_ratio": round(valid / expected, 6) if expected else 1.0,
             "freshness_seconds": max(freshest) if freshest else None,
             "stale_after_seconds": stale_after, "symbols": rows}
+
+
+def records_validate(*, collector: Collector, records: list, now: datetime | None = None) -> dict:
+    """Check records against `collector`'s ingest rules without storing anything: per record,
+    every rule it breaks (what ingest would quarantine it for: the first of them)."""
+    now_ms = int((now or timezone.now()).timestamp() * 1000)
+    step_ms = int(collector.grain.total_seconds() * 1000)
+    full = collector.config.get("validate", settings.ENABLE_DATA_VALIDATION)
+    results = []
+    for index, record in enumerate(records):
+        row, shape_errors = record_to_kline(record)
+        errors = [{"rule": rule, "field": field, "message": message} for field, rule, message in shape_errors]
+        if row is not None:
+            errors = [{"rule": rule, "message": RULES[rule]}
+                      for rule in kline_violations(row, step_ms=step_ms, now_ms=now_ms, full=full)]
+        results.append({"index": index, "valid": not errors, "errors": errors})
+    invalid = sum(not r["valid"] for r in results)
+    return {"collector": collector.slug, "rules_enabled": full, "records": len(results),
+            "valid_records": len(results) - invalid, "invalid_records": invalid, "results": results}
