@@ -73,7 +73,7 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
         raise collect.TriggerError("start_date", "start_date is in the future.")
     lo, hi = _window(collector, start, end, now)
     if symbols is None:
-        symbols = collector.symbols or collect._source(collector).list_symbols()
+        symbols = collector.symbols or collect.source_for(collector).list_symbols()
     per_symbol, chunks = [], []
     probes = 0
     for symbol in symbols:
@@ -204,7 +204,7 @@ def _needs_listing_probe(collector, symbol, chunk_count) -> bool:
 def _probe_listings(job, collector):
     """Ask once per never-collected symbol where its data begins (its listing) and record the
     span before it as empty, so its chunks there are skipped instead of fetched one by one."""
-    source = collect._source(collector)
+    source = collect.source_for(collector)
     first_time = getattr(source, "first_time", None)
     if first_time is None or job.force:
         return

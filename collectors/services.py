@@ -138,7 +138,7 @@ def run_start(*, run_id: int, inline: bool = False, on_symbol_done=None):
     collector = run.collector
     if not run.symbols.exists():
         try:
-            symbols = run.requested_symbols or collector.symbols or _source(collector).list_symbols()
+            symbols = run.requested_symbols or collector.symbols or source_for(collector).list_symbols()
         except SourceError as error:
             run.mark_finished(CollectionRun.FAILED, error=f"Could not list symbols: {error}")
             return run
@@ -165,7 +165,7 @@ def _enqueue_symbols(run, pks):
         _enqueue("run_symbol_execute", pk, group=f"run-{run.pk}")
 
 
-def _source(collector: Collector, *, on_wait=None):
+def source_for(collector: Collector, *, on_wait=None):
     source_class = collector.source_class
     http = Upstream(collector.config["base_url"], retries=collector.max_retries,
                     backoff=collector.retry_backoff_seconds,
@@ -252,7 +252,7 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
     transaction. Returns (status, missing ranges, error): complete, partial (some ranges
     failed after retries), failed (nothing stored, or a permanent error) or cancelled.
     """
-    source = _source(collector, on_wait=item.heartbeat)
+    source = source_for(collector, on_wait=item.heartbeat)
     http = source.http
     step_ms = int(collector.grain.total_seconds() * 1000)
     stored = 0

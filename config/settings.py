@@ -179,6 +179,20 @@ BACKFILL_BATCH_SIZE = env_positive("BACKFILL_BATCH_SIZE", 10_000)
 WORKER_NAME = env("WORKER_NAME", default=__import__("socket").gethostname())
 RUN_RECOVERY_INTERVAL_MINUTES = env_positive("RUN_RECOVERY_INTERVAL_MINUTES", 1)
 
+# --- quality --------------------------------------------------------------------------
+# Quality snapshots (the trend) and drift audits older than this are deleted.
+DATA_RETENTION_DAYS = env_positive("DATA_RETENTION_DAYS", 90)
+# Every enabled collector's quality report is snapshotted this often (a django-q2 schedule).
+QUALITY_SNAPSHOT_INTERVAL_MINUTES = env_positive("QUALITY_SNAPSHOT_INTERVAL_MINUTES", 15)
+# GET /api/admin/data-quality/ serves the latest snapshot when it is younger than this and no
+# run or backfill of the collector finished since; otherwise it computes the report live.
+QUALITY_SNAPSHOT_MAX_AGE_SECONDS = env_positive("QUALITY_SNAPSHOT_MAX_AGE_SECONDS", 1800)
+# Stored candles the scheduled drift audit re-fetches per collector (cron AUDIT_SCHEDULE, UTC).
+AUDIT_SAMPLE_SIZE = env_positive("AUDIT_SAMPLE_SIZE", 100)
+AUDIT_SCHEDULE = env("AUDIT_SCHEDULE", default="30 3 * * *")
+if not __import__("croniter").croniter.is_valid(AUDIT_SCHEDULE):
+    raise environ.ImproperlyConfigured(f"AUDIT_SCHEDULE={AUDIT_SCHEDULE!r} is not a cron expression (e.g. '30 3 * * *').")
+
 # --- API ------------------------------------------------------------------------------
 API_KEY_REQUIRED = env.bool("API_KEY_REQUIRED", default=True)
 API_KEY_QUERY_PARAM_ENABLED = env.bool("API_KEY_QUERY_PARAM_ENABLED", default=True)

@@ -1,17 +1,21 @@
 """Data-quality API (see API_CONTRACT.md)."""
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from collectors.api import BAD_REQUEST, ApiView, RejectUnknownFields, collector_by_slug, iso, validated
-from quality.services import quality_report, records_validate
+from collectors.api import BAD_REQUEST, NOT_FOUND, ApiView, RejectUnknownFields, collector_by_slug, validated, who
+from quality.models import DriftAudit
+from quality.services import audit_start, quality_report_served, records_validate
 
 
 class QualityFilterSerializer(serializers.Serializer):
     collector = serializers.CharField(max_length=64)
     symbol = serializers.CharField(required=False, max_length=32)
+    live = serializers.BooleanField(required=False, default=False,
+                                    help_text="Compute now even when a current snapshot exists.")
 
     def validate_collector(self, slug):
         return collector_by_slug(slug)
@@ -26,12 +30,15 @@ class DataQuality(ApiView, APIView):
         candle minus the slots the exchange had no data for; completeness = stored / expected;
         freshness = seconds since the last stored candle closed (stale beyond two intervals,
         at least two hours); data_quality_score = 100 x (seen - invalid - duplicates) / seen,
-        seen = stored + quarantined rows. Computed live in SQL."""
+        seen = stored + quarantined rows.
+
+        `source` says where the figures come from: `snapshot` (the latest scheduled one, served
+        while younger than QUALITY_SNAPSHOT_MAX_AGE_SECONDS and no run or backfill of the
+        collector finished or is running since it was taken) or `live` (computed in SQL now:
+        always with `symbol` or `live=true`); `computed_at` says when."""
         data = validated(QualityFilterSerializer, request.query_params)
         symbol = data.get("symbol", "").upper() or None
-        report = quality_report(collector=data["collector"], symbol=symbol)
-        report["start"], report["end"] = iso(report["start"]), iso(report["end"])
-        return Response(report)
+        return Response(quality_report_served(collector=data["collector"], symbol=symbol, live=data["live"]))
 
 
 class ValidateDataSerializer(RejectUnknownFields, serializers.Serializer):
@@ -55,3 +62,45 @@ class ValidateData(ApiView, APIView):
         missing or non-numeric value); ingest would quarantine it under the first."""
         data = validated(ValidateDataSerializer, request.data)
         return Response(records_validate(collector=data["collector"], records=data["records"]))
+
+
+class AuditCreateSerializer(RejectUnknownFields, serializers.Serializer):
+    collector = serializers.CharField(max_length=64)
+    sample_size = serializers.IntegerField(min_value=1, max_value=100_000, required=False,
+                                           help_text="Stored candles to re-fetch (default AUDIT_SAMPLE_SIZE).")
+
+    def validate_collector(self, slug):
+        return collector_by_slug(slug)
+
+
+class AuditSerializer(serializers.ModelSerializer):
+    collector = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    audit_id = serializers.IntegerField(source="pk", read_only=True)
+
+    class Meta:
+        model = DriftAudit
+        fields = ["audit_id", "collector", "status", "sample_size", "sampled", "differing", "unavailable",
+                  "differences", "requests", "triggered_by", "error", "created_at", "started_at", "finished_at"]
+
+
+class AuditList(ApiView, APIView):
+    @extend_schema(request=AuditCreateSerializer, responses={202: dict, 400: BAD_REQUEST})
+    def post(self, request):
+        """Start a drift audit: re-fetch a random sample of stored candles and compare them
+        field by field with what the source serves now. Runs on a worker, inside the shared
+        weight budget; poll GET /api/admin/audits/{id}/."""
+        from django.conf import settings
+
+        data = validated(AuditCreateSerializer, request.data)
+        audit = audit_start(collector=data["collector"],
+                            sample_size=data.get("sample_size") or settings.AUDIT_SAMPLE_SIZE,
+                            triggered_by=who(request))
+        return Response({"audit_id": audit.pk, "status": "started"}, status=status.HTTP_202_ACCEPTED)
+
+
+class AuditDetail(ApiView, APIView):
+    @extend_schema(responses={200: AuditSerializer, 404: NOT_FOUND})
+    def get(self, request, pk):
+        """An audit's state; when complete: sampled, differing (candles), unavailable (sampled
+        candles the source no longer serves) and every differing field."""
+        return Response(AuditSerializer(get_object_or_404(DriftAudit, pk=pk)).data)

@@ -40,3 +40,56 @@ class Revision(models.Model):
 
     def __str__(self):
         return f"{self.symbol} {self.open_time} {', '.join(self.changes)}"
+
+
+class QualitySnapshot(models.Model):
+    """A collector's data-quality report as it was at `taken_at` (the trend; old ones pruned)."""
+
+    collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE, related_name="snapshots")
+    taken_at = models.DateTimeField()
+    score = models.FloatField(help_text="data_quality_score, 0-100")
+    completeness = models.FloatField(help_text="stored / expected, 0-1")
+    freshness_seconds = models.BigIntegerField(null=True, blank=True)
+    total_records = models.BigIntegerField()
+    invalid_records = models.BigIntegerField()
+    duplicate_records = models.BigIntegerField()
+    revisions = models.BigIntegerField()
+    gaps = models.BigIntegerField()
+    compute_seconds = models.FloatField()
+    report = models.JSONField(help_text="the report as GET /api/admin/data-quality/ served it")
+
+    class Meta:
+        ordering = ["-taken_at"]
+        indexes = [models.Index(fields=["collector", "-taken_at"])]
+        get_latest_by = "taken_at"
+
+    def __str__(self):
+        return f"{self.collector} {self.taken_at:%Y-%m-%d %H:%M} score {self.score}"
+
+
+class DriftAudit(models.Model):
+    """Re-fetch a random sample of stored candles and compare: does the source still agree?"""
+
+    QUEUED, RUNNING, COMPLETE, FAILED = "queued", "running", "complete", "failed"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, COMPLETE, FAILED)]
+
+    collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE, related_name="audits")
+    status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED, db_index=True)
+    sample_size = models.PositiveIntegerField()
+    sampled = models.PositiveIntegerField(default=0, help_text="stored candles compared")
+    differing = models.PositiveIntegerField(default=0, help_text="candles whose values changed at the source")
+    unavailable = models.PositiveIntegerField(default=0, help_text="sampled candles the source no longer serves")
+    differences = models.JSONField(default=list, blank=True,
+                                   help_text='[{"symbol", "open_time", "field", "stored", "source"}, ...]')
+    requests = models.PositiveIntegerField(default=0)
+    triggered_by = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"audit {self.pk} of {self.collector} ({self.status})"

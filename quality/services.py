@@ -1,18 +1,24 @@
-"""Quality reports: completeness, freshness, validity, duplicates and revisions per symbol."""
+"""Quality: reports (live and snapshots), record validation, drift audits, coverage grid."""
 
-from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
+import random
+import time
+from collections import defaultdict
+from datetime import date, datetime, time as dtime, timedelta, timezone as dt_timezone
 
-from django.db.models import Count, Max, Sum
+import structlog
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from backfills.gaps import coverage
-from backfills.models import BackfillChunk
+from backfills.models import BackfillChunk, BackfillJob, EmptyRange
 from backfills.ranges import floor_time, slots
-from collectors.models import Candle, Collector, RunSymbol
-from collectors.services import CLOSE_GRACE
-from django.conf import settings
-from quality.models import QuarantinedRow
-from quality.rules import RULES, kline_violations, record_to_kline
+from collectors.models import Candle, CollectionRun, Collector, RunSymbol
+from collectors.services import CLOSE_GRACE, source_for
+from collectors.sources import SourceError
+from quality.models import DriftAudit, QualitySnapshot, QuarantinedRow
+from quality.rules import FIELDS as REVISED_FIELDS, RULES, compare_stored, kline_violations, record_to_kline
 
 def quality_report(*, collector: Collector, symbol: str | None = None, now: datetime | None = None) -> dict:
     """The data-quality report of one collector (see docs in the API schema).
@@ -90,3 +96,304 @@ def records_validate(*, collector: Collector, records: list, now: datetime | Non
     invalid = sum(not r["valid"] for r in results)
     return {"collector": collector.slug, "rules_enabled": full, "records": len(results),
             "valid_records": len(results) - invalid, "invalid_records": invalid, "results": results}
+
+
+log = structlog.get_logger(__name__)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
+
+
+# --- snapshots --------------------------------------------------------------------------
+
+def snapshot_take(*, collector: Collector, now: datetime | None = None) -> QualitySnapshot:
+    """Compute the collector's report now and keep it (the trend, and fast reads of big data)."""
+    now = now or timezone.now()
+    began = time.monotonic()
+    report = quality_report(collector=collector, now=now)
+    report["start"], report["end"] = _iso(report["start"]), _iso(report["end"])
+    return QualitySnapshot.objects.create(
+        collector=collector, taken_at=now, score=report["data_quality_score"],
+        completeness=report["completeness_ratio"], freshness_seconds=report["freshness_seconds"],
+        total_records=report["total_records"], invalid_records=report["invalid_records"],
+        duplicate_records=report["duplicate_records"], revisions=report["revisions"],
+        gaps=sum(row["gaps"] for row in report["symbols"]), compute_seconds=time.monotonic() - began,
+        report=report)
+
+
+def snapshots_take_all(*, now: datetime | None = None) -> int:
+    """Scheduled: a snapshot of every enabled collector, then prune what retention drops."""
+    taken = 0
+    for collector in Collector.objects.filter(enabled=True):
+        try:
+            snapshot_take(collector=collector, now=now)
+            taken += 1
+        except Exception:  # one broken collector must not stop the others' snapshots
+            log.exception("snapshot_failed", collector=collector.slug)
+    quality_prune(now=now)
+    return taken
+
+
+def quality_prune(*, now: datetime | None = None) -> int:
+    """Delete snapshots and finished audits older than DATA_RETENTION_DAYS."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.DATA_RETENTION_DAYS)
+    deleted, _ = QualitySnapshot.objects.filter(taken_at__lt=cutoff).delete()
+    audits, _ = DriftAudit.objects.filter(created_at__lt=cutoff).exclude(
+        status__in=[DriftAudit.QUEUED, DriftAudit.RUNNING]).delete()
+    return deleted + audits
+
+
+def quality_report_served(*, collector: Collector, symbol: str | None = None, live: bool = False,
+                          now: datetime | None = None) -> dict:
+    """The report for the API: the latest snapshot while it is still the truth (young enough,
+    and no run or backfill of the collector finished or is running since), else live."""
+    now = now or timezone.now()
+    if not live and symbol is None:
+        snapshot = collector.snapshots.order_by("-taken_at").first()
+        if snapshot and (now - snapshot.taken_at).total_seconds() <= settings.QUALITY_SNAPSHOT_MAX_AGE_SECONDS \
+                and not _written_since(collector, snapshot.taken_at):
+            return {**snapshot.report, "source": "snapshot", "computed_at": _iso(snapshot.taken_at)}
+    report = quality_report(collector=collector, symbol=symbol, now=now)
+    report["start"], report["end"] = _iso(report["start"]), _iso(report["end"])
+    return {**report, "source": "live", "computed_at": _iso(now)}
+
+
+def _written_since(collector: Collector, moment: datetime) -> bool:
+    changed = Q(finished_at__gt=moment) | Q(status__in=CollectionRun.ACTIVE)
+    return collector.runs.filter(changed).exists() or BackfillJob.objects.filter(
+        Q(collector=collector) & (Q(finished_at__gt=moment) | Q(status__in=BackfillJob.ACTIVE))).exists()
+
+
+# --- drift audits -----------------------------------------------------------------------
+
+AUDIT_STALE = timedelta(minutes=30)  # a running audit this old lost its worker; take it over
+
+
+def audit_start(*, collector: Collector, sample_size: int, triggered_by: str,
+                enqueue: bool = True) -> DriftAudit:
+    """Create a queued audit and hand it to the workers once the transaction commits."""
+    from django.db import transaction
+    from django_q.tasks import async_task
+
+    audit = DriftAudit.objects.create(collector=collector, sample_size=sample_size, triggered_by=triggered_by)
+    if enqueue:
+        transaction.on_commit(lambda: async_task("quality.tasks.audit_execute", audit.pk,
+                                                 task_name=f"audit-{audit.pk}"))
+    log.info("audit_started", audit_id=audit.pk, collector=collector.slug, sample_size=sample_size)
+    return audit
+
+
+def audits_scheduled(*, sample_size: int | None = None) -> list[int]:
+    """Scheduled: a drift audit of every enabled collector that has data."""
+    size = sample_size or settings.AUDIT_SAMPLE_SIZE
+    return [audit_start(collector=c, sample_size=size, triggered_by="schedule").pk
+            for c in Collector.objects.filter(enabled=True) if Candle.objects.filter(collector=c).exists()]
+
+
+def audit_run(*, audit_id: int, now: datetime | None = None) -> DriftAudit | None:
+    """Sample stored candles, re-fetch them (through the shared budget), compare field by field.
+
+    Safe to run twice: only a queued audit (or one abandoned by a dead worker) is claimed."""
+    now = now or timezone.now()
+    claimed = DriftAudit.objects.filter(pk=audit_id).filter(
+        Q(status=DriftAudit.QUEUED) | Q(status=DriftAudit.RUNNING, started_at__lt=now - AUDIT_STALE)
+    ).update(status=DriftAudit.RUNNING, started_at=now)
+    audit = DriftAudit.objects.select_related("collector").filter(pk=audit_id).first()
+    if not claimed or audit is None:
+        return audit
+    collector = audit.collector
+    source = source_for(collector)
+    try:
+        sample = audit_sample(collector=collector, size=audit.sample_size, rng=random.Random(audit.pk))
+        sampled = unavailable = 0
+        differing, differences = set(), []
+        for symbol, times in sample.items():
+            stored = _stored_values(collector, symbol, times)
+            fetched = _refetch(source, symbol, sorted(stored), collector.grain)
+            _, revisions = compare_stored(list(fetched.values()), stored)
+            sampled += len(stored)
+            unavailable += len(stored) - len(fetched)
+            for open_ms, changes in revisions:
+                differing.add((symbol, open_ms))
+                differences.extend({"symbol": symbol, "open_time": _iso(_from_ms(open_ms)), "field": name,
+                                    "stored": old, "source": new} for name, (old, new) in changes.items())
+        DriftAudit.objects.filter(pk=audit.pk).update(
+            status=DriftAudit.COMPLETE, sampled=sampled, differing=len(differing), unavailable=unavailable,
+            differences=differences, requests=source.http.requests, finished_at=timezone.now())
+        log.info("audit_finished", audit_id=audit.pk, sampled=sampled, differing=len(differing))
+    except Exception as error:
+        if not isinstance(error, SourceError):
+            log.exception("audit_crashed", audit_id=audit.pk)
+        DriftAudit.objects.filter(pk=audit.pk).update(
+            status=DriftAudit.FAILED, error=f"{type(error).__name__}: {error}"[:2000],
+            requests=source.http.requests, finished_at=timezone.now())
+    audit.refresh_from_db()
+    return audit
+
+
+def audit_sample(*, collector: Collector, size: int, rng: random.Random) -> dict[str, list[datetime]]:
+    """Up to `size` distinct stored candles drawn uniformly from each symbol's stored span (symbols
+    weighted by span), by index seeks only: no ORDER BY RANDOM() over millions of rows."""
+    series, step = collector.series, collector.grain
+    candles = Candle.objects.filter(collector=collector, interval=series)
+    spans = {}
+    for symbol in _symbols_seen(collector):
+        rows = candles.filter(symbol=symbol).order_by("open_time").values_list("open_time", flat=True)
+        first, last = rows.first(), rows.reverse().first()
+        if first is not None:
+            spans[symbol] = (first, slots([(first, last + step)], step))
+    chosen: dict[str, set] = defaultdict(set)
+    total = sum(n for _, n in spans.values())
+    if 2 * size >= total:  # a large share of all there is: read the keys (at most 2 x size) and pick
+        keys = [(s, t) for s in spans for t in candles.filter(symbol=s).values_list("open_time", flat=True)]
+        for symbol, moment in rng.sample(keys, min(size, len(keys))):
+            chosen[symbol].add(moment)
+        return {symbol: sorted(times) for symbol, times in sorted(chosen.items())}
+    names = list(spans)
+    weights = [spans[s][1] for s in names]
+    for _ in range(8):  # draws that land in a gap are retried; sparse data may give fewer
+        wanted = min(size, total) - sum(len(v) for v in chosen.values())
+        if wanted <= 0 or not names:
+            break
+        draws = defaultdict(set)
+        for symbol in rng.choices(names, weights=weights, k=wanted * 2):
+            first, count = spans[symbol]
+            draws[symbol].add(first + step * rng.randrange(count))
+        for symbol, times in draws.items():
+            times -= chosen[symbol]
+            found = candles.filter(symbol=symbol, open_time__in=list(times)).values_list("open_time", flat=True)
+            for moment in found:
+                if wanted > 0:
+                    chosen[symbol].add(moment)
+                    wanted -= 1
+    return {symbol: sorted(times) for symbol, times in sorted(chosen.items()) if times}
+
+
+def _symbols_seen(collector: Collector) -> list[str]:
+    """Symbols the collector may hold data for, from small tables (not a scan of the candles)."""
+    names = set(collector.symbols)
+    names.update(RunSymbol.objects.filter(run__collector=collector).values_list("symbol", flat=True).distinct())
+    names.update(BackfillChunk.objects.filter(job__collector=collector).values_list("symbol", flat=True)
+                 .distinct())
+    return sorted(names)
+
+
+def _stored_values(collector: Collector, symbol: str, times: list[datetime]) -> dict:
+    """{open_ms: values in compare_stored's FIELDS order} for the sampled candles."""
+    result = {}
+    for i in range(0, len(times), 500):
+        for values in Candle.objects.filter(collector=collector, symbol=symbol, interval=collector.series,
+                                            open_time__in=times[i:i + 500]).values_list("open_time",
+                                                                                       *REVISED_FIELDS):
+            result[_ms(values[0])] = (*values[1:6], _ms(values[6]), *values[7:])
+    return result
+
+
+def _refetch(source, symbol: str, wanted_ms: list[int], step: timedelta) -> dict:
+    """{open_ms: row} as the source serves the wanted candles now; one request per window of
+    up to a page (1000 candles) of sampled times."""
+    wanted, fetched = set(wanted_ms), {}
+    step_ms = int(step.total_seconds() * 1000)
+    i = 0
+    while i < len(wanted_ms):
+        j = i
+        while j + 1 < len(wanted_ms) and wanted_ms[j + 1] - wanted_ms[i] < 1000 * step_ms:
+            j += 1
+        for page in source.fetch(symbol, _from_ms(wanted_ms[i]), _from_ms(wanted_ms[j] + step_ms)):
+            fetched.update((row[0], row) for row in page.rows if row[0] in wanted)
+        i = j + 1
+    return fetched
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=dt_timezone.utc)
+
+
+# --- coverage grid ----------------------------------------------------------------------
+
+def coverage_grid(*, collector: Collector, first_day: date, last_day: date,
+                  now: datetime | None = None) -> dict:
+    """Per symbol and UTC day in [first_day, last_day]: (stored, expected, no_data, quarantined).
+
+    expected counts the day's closed slots from the beginning date on, minus no_data (slots
+    the exchange answered empty, from the ledger). One grouped count per symbol over the
+    unique index, one read of the ledger and one of the quarantine for the whole window."""
+    now = now or timezone.now()
+    step, series = collector.grain, collector.series
+    day = timedelta(days=1)
+    lo = datetime.combine(first_day, dtime(0), tzinfo=dt_timezone.utc)
+    hi = datetime.combine(last_day, dtime(0), tzinfo=dt_timezone.utc) + day
+    beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
+    window = (max(lo, beginning), min(hi, floor_time(now - CLOSE_GRACE, step)))
+    days = [first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+    index = {d: i for i, d in enumerate(days)}
+
+    def expected_of(d):  # closed, wanted slots of day d
+        midnight = datetime.combine(d, dtime(0), tzinfo=dt_timezone.utc)
+        start, end = max(midnight, window[0]), min(midnight + day, window[1])
+        return slots([(start, end)], step) if start < end else 0
+
+    expected = [expected_of(d) for d in days]
+    symbols = _symbols_seen(collector)
+    no_data = {s: [0] * len(days) for s in symbols}
+    for symbol, start, end in EmptyRange.objects.filter(
+            collector=collector, series=series, start__lt=window[1], end__gt=window[0]
+    ).values_list("symbol", "start", "end"):
+        counts = no_data.get(symbol)
+        start, end = max(start, window[0]), min(end, window[1])
+        while counts is not None and start < end:
+            stop = min(datetime.combine(start.date(), dtime(0), tzinfo=dt_timezone.utc) + day, end)
+            counts[index[start.date()]] += slots([(start, stop)], step)
+            start = stop
+    quarantined = defaultdict(int)
+    for symbol, moment in QuarantinedRow.objects.filter(
+            collector=collector, open_time__gte=lo, open_time__lt=hi).values_list("symbol", "open_time"):
+        quarantined[symbol, index[moment.astimezone(dt_timezone.utc).date()]] += 1
+    rows = []
+    sql, adapt = _day_counts_sql(), connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        for symbol in symbols:
+            stored = [0] * len(days)
+            cursor.execute(sql, [collector.pk, series, symbol, adapt(lo), adapt(hi)])
+            for key, n in cursor.fetchall():
+                stored[index[date.fromisoformat(str(key)[:10])]] = n
+            gaps = no_data[symbol]
+            rows.append((symbol, [(stored[i], max(expected[i] - gaps[i], 0), gaps[i], quarantined[symbol, i])
+                                  for i in range(len(days))]))
+    return {"collector": collector.slug, "days": days, "rows": rows, "step": step}
+
+
+def _day_counts_sql() -> str:
+    """Stored candles per UTC day of one symbol (SQLite keeps datetimes as ISO text, so the
+    first ten characters are the day; a date function there would be 3x slower)."""
+    day = "substr(open_time, 1, 10)" if connection.vendor == "sqlite" else "CAST(open_time AS DATE)"
+    quote = "`" if connection.vendor == "mysql" else '"'
+    return (f"SELECT {day}, COUNT(*) FROM collectors_candle WHERE collector_id = %s "
+            f"AND {quote}interval{quote} = %s AND symbol = %s AND open_time >= %s AND open_time < %s "
+            f"GROUP BY {day}")
+
+
+def coverage_day(*, collector: Collector, symbol: str, day: date, now: datetime | None = None) -> dict:
+    """One cell of the grid in detail: the missing ranges, no-data ranges and quarantined rows."""
+    now = now or timezone.now()
+    step = collector.grain
+    beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
+    start = max(datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc), beginning)
+    end = min(datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc) + timedelta(days=1),
+              floor_time(now - CLOSE_GRACE, step))
+    missing, no_data = coverage(collector=collector, symbol=symbol, start=start, end=end) \
+        if start < end else ([], [])
+    stored = Candle.objects.filter(collector=collector, symbol=symbol, interval=collector.series,
+                                   open_time__gte=start, open_time__lt=end).count() if start < end else 0
+    quarantined = QuarantinedRow.objects.filter(
+        collector=collector, symbol=symbol, open_time__gte=datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc),
+        open_time__lt=datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc) + timedelta(days=1))
+    return {"symbol": symbol, "day": day, "start": start, "end": end, "stored": stored,
+            "expected": max(slots([(start, end)], step) - slots(no_data, step), 0) if start < end else 0,
+            "missing": missing, "no_data": no_data, "missing_slots": slots(missing, step),
+            "quarantined": list(quarantined[:200]), "quarantined_count": quarantined.count()}
