@@ -61,3 +61,16 @@ bench-gaps-mysql: install-mysql
 	mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4"
 	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
 	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python manage.py bench_gaps $(BENCH_GAPS_ARGS)'
+
+# The admin coverage map of 100 symbols x 330 days (792k hourly candles, holes, late listings,
+# quarantined rows): grid query, SVG and the whole admin page (make bench-coverage BENCH_COVERAGE_ARGS=).
+BENCH_COVERAGE_ARGS ?= --keep
+.PHONY: bench-coverage bench-coverage-mysql
+
+bench-coverage: migrate
+	LOG_LEVEL=warning $(BIN)/python -W ignore::UserWarning manage.py bench_coverage $(BENCH_COVERAGE_ARGS)
+
+bench-coverage-mysql: install-mysql
+	mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4"
+	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
+	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python -W ignore::UserWarning manage.py bench_coverage $(BENCH_COVERAGE_ARGS)'

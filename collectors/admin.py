@@ -68,11 +68,32 @@ class CollectorForm(forms.ModelForm):
 @admin.register(Collector)
 class CollectorAdmin(admin.ModelAdmin):
     form = CollectorForm
-    list_display = ["slug", "name", "kind", "interval", "symbol_rule", "enabled", "schedule", "last_run"]
+    list_display = ["slug", "name", "kind", "interval", "symbol_rule", "enabled", "schedule", "last_run",
+                    "quality"]
     list_filter = ["kind", "enabled"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
-    actions = [_collect_action(m) for m in services.MODES]
+    actions = [_collect_action(m) for m in services.MODES] + ["audit_drift"]
+
+    @admin.action(description="Audit drift: re-fetch a random sample of stored candles and compare")
+    def audit_drift(self, request, queryset):
+        from django.conf import settings
+
+        from quality.services import audit_start
+
+        for collector in queryset:
+            audit = audit_start(collector=collector, sample_size=settings.AUDIT_SAMPLE_SIZE,
+                                triggered_by=f"admin:{request.user.get_username()}")
+            messages.success(request, format_html(
+                '<a href="{}">Audit {}</a> of {} queued ({} candles).',
+                reverse("admin:quality_driftaudit_change", args=[audit.pk]), audit.pk, collector.slug,
+                audit.sample_size))
+
+    @admin.display(description="quality")
+    def quality(self, obj):
+        return format_html('<a href="{}">report</a> · <a href="{}">coverage</a>',
+                           reverse("admin:quality_report", args=[obj.pk]),
+                           reverse("admin:quality_coverage", args=[obj.pk]))
 
     @admin.display(description="interval")
     def interval(self, obj):
