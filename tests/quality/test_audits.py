@@ -102,3 +102,34 @@ def test_a_small_sample_of_sparse_data_is_drawn_from_stored_candles_only(collect
     drawn = [("BTCUSDT", t) for t in sample.get("BTCUSDT", [])] + [("ETHUSDT", t) for t in sample["ETHUSDT"]]
     assert len(drawn) == len(set(drawn)) == 20
     assert all(t in stored for s, t in drawn if s == "BTCUSDT") and sample.get("BTCUSDT")
+
+
+def test_one_revision_is_found_by_the_audit_then_stored_and_counted_by_an_overlapping_fetch(api, emulator, collector):
+    from backfills import services as backfills
+    from quality import tasks
+
+    changed = utc(2025, 1, 5, 12)
+    emulator.configure(revisions={f"BTCUSDT:{ms(changed)}": {"low": "0.01000000"}})
+    audit = quality.audit_start(collector=collector, sample_size=1000, triggered_by="tests", enqueue=False)
+    tasks.audit_execute(audit.pk)  # the worker's entry point
+    audit.refresh_from_db()
+    assert (audit.differing, [d["field"] for d in audit.differences]) == (1, ["low"])
+    job, _ = backfills.backfill_create(collector=collector, start=utc(2025, 1, 5), end=utc(2025, 1, 6),
+                                       symbols=["BTCUSDT"], force=True, created_by="tests")
+    backfills.backfill_start(job_id=job.pk, inline=True)
+    assert job.chunks.get().revisions == 1
+    assert format(Candle.objects.get(symbol="BTCUSDT", open_time=changed).low, "f") == "0.01000000"
+    assert api.get("/api/admin/data-quality/?collector=a&live=true").json()["revisions"] == 1
+    again = quality.audit_start(collector=collector, sample_size=1000, triggered_by="tests", enqueue=False)
+    assert quality.audit_run(audit_id=again.pk).differing == 0  # the source and the data agree again
+
+
+def test_the_schedule_audits_every_enabled_collector_with_data(collector, django_capture_on_commit_callbacks):
+    from quality import tasks
+
+    CollectorFactory(slug="empty", symbols=["BTCUSDT"])
+    CollectorFactory(slug="off", enabled=False, symbols=["BTCUSDT"])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        ids = tasks.audits_scheduled()
+    assert [DriftAudit.objects.get(pk=i).collector.slug for i in ids] == ["a"] and len(callbacks) == 1
+    assert DriftAudit.objects.get().triggered_by == "schedule"
