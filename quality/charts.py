@@ -50,7 +50,7 @@ def _describe(symbol: str, first: date, last: date, state: str, stored: int, exp
 def coverage_svg(grid: dict, *, day_url: str) -> str:
     """The map as an <svg> element; `day_url` holds SYMBOL and 0000-00-00 placeholders."""
     days, rows = grid["days"], grid["rows"]
-    cell_w = max(3, min(16, 1320 // max(len(days), 1)))
+    cell_w = max(2, min(16, 1000 // max(len(days), 1)))  # fits beside the admin's sidebar
     width, height = LABEL_W + cell_w * len(days) + 4, HEAD_H + ROW_H * len(rows) + 2
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="coverage-map" width="{width}" height="{height}" '

@@ -86,3 +86,11 @@ def test_migrate_schedules_the_snapshots_and_the_audits(settings):
     assert names["quality: snapshot reports"] == "quality.tasks.snapshots_take"
     assert names["quality: drift audits"] == "quality.tasks.audits_scheduled"
     assert Schedule.objects.get(name="quality: drift audits").cron == settings.AUDIT_SCHEDULE
+
+
+def test_the_first_scheduled_audit_waits_for_its_cron_time(settings):
+    from croniter import croniter
+    from django.utils import timezone as tz
+
+    audits = Schedule.objects.get(name="quality: drift audits")  # django-q2 would start it at once
+    assert audits.next_run > tz.now() and croniter.match(settings.AUDIT_SCHEDULE, audits.next_run)
