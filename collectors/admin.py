@@ -10,7 +10,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from collectors import services
-from collectors.models import ApiKey, Candle, CollectionRun, Collector, RunSymbol
+from collectors.models import ApiKey, Candle, CircuitBreaker, CollectionRun, Collector, RunSymbol
 
 admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
 
@@ -217,3 +217,25 @@ class CandleAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # stored data is removed by retention jobs, not by hand
+
+
+@admin.register(CircuitBreaker)
+class CircuitBreakerAdmin(ReadOnlyAdmin):
+    """One per upstream, shared by every worker; "Close" lets requests flow again at once."""
+
+    list_display = ["key", "state", "failures", "opened_at", "next_probe", "times_opened", "last_error",
+                    "updated_at"]
+    actions = ["close_breakers"]
+
+    @admin.display(description="next probe (UTC)")
+    def next_probe(self, obj):
+        import datetime as dt
+
+        if obj.state == CircuitBreaker.CLOSED:
+            return "—"
+        return dt.datetime.fromtimestamp(max(obj.open_until, obj.probe_until), tz=dt.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S")
+
+    @admin.action(description="Close: let requests through again now")
+    def close_breakers(self, request, queryset):
+        queryset.update(state=CircuitBreaker.CLOSED, failures=0, open_until=0, probe_until=0)

@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from collectors import services, sources
 from collectors.auth import ApiKeyUser
-from collectors.models import Candle, CollectionRun, Collector, RunNotActive, RunSymbol
+from collectors.models import Candle, CircuitBreaker, CollectionRun, Collector, RateWindow, RunNotActive, RunSymbol
 from config.api import CursorPagination
 from config.negotiation import ContentNegotiation
 
@@ -667,3 +667,37 @@ class CandleList(ApiView, generics.ListAPIView):
         response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return response
+
+
+# --- upstreams ------------------------------------------------------------------------
+
+class CircuitBreakerSerializer(serializers.ModelSerializer):
+    upstream = serializers.CharField(source="key")
+    next_probe_at = serializers.SerializerMethodField(help_text="When an open breaker lets a probe through.")
+    rate_budget = serializers.SerializerMethodField(help_text="The shared weight budget of this upstream now.")
+
+    class Meta:
+        model = CircuitBreaker
+        fields = ["upstream", "state", "failures", "opened_at", "next_probe_at", "times_opened", "last_error",
+                  "updated_at", "rate_budget"]
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_next_probe_at(self, breaker):
+        if breaker.state == CircuitBreaker.CLOSED:
+            return None
+        return iso(datetime.fromtimestamp(max(breaker.open_until, breaker.probe_until), tz=dt_timezone.utc))
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_rate_budget(self, breaker):
+        from django.conf import settings
+
+        return RateWindow.state(breaker.key, limit=settings.EXCHANGE_WEIGHT_BUDGET,
+                                window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
+
+
+class CircuitBreakerList(ApiView, generics.ListAPIView):
+    """Each upstream's circuit breaker (closed | open | half_open) and its weight budget."""
+
+    serializer_class = CircuitBreakerSerializer
+    queryset = CircuitBreaker.objects.order_by("key")
+    pagination_class = None

@@ -1,8 +1,8 @@
 """The one HTTP wrapper every upstream call goes through.
 
 It owns the keep-alive session, timeouts, the request-weight budget shared by all workers
-(RateWindow rows in the database), retries with exponential backoff that honour Retry-After,
-and the counters a run reports. Tests mock upstreams here (or use the emulator), never deeper.
+(RateWindow rows in the database), the circuit breaker shared the same way (CircuitBreaker),
+retries with exponential backoff that honour Retry-After, and the counters a run reports. Tests mock upstreams here (or use the emulator), never deeper.
 """
 
 import time
@@ -54,7 +54,7 @@ class Upstream:
         self._sleep = sleep
         self.requests = 0            # HTTP requests sent
         self.retried = 0             # of which retries
-        self.throttled_seconds = 0.0  # time spent waiting for the weight budget
+        self.throttled_seconds = 0.0  # time spent waiting for the weight budget or the breaker
 
     def wait(self, seconds: float):
         """Sleep in short slices so the caller's heartbeat stays fresh."""
@@ -75,6 +75,27 @@ class Upstream:
             self.throttled_seconds += wait
             log.debug("rate_budget_wait", upstream=self.budget_key, seconds=round(wait, 2))
             self.wait(wait)
+
+    def _pass_breaker(self):
+        """Wait while the upstream's breaker is open (or fail the call if that is too long)."""
+        from collectors.models import CircuitBreaker
+
+        probe = settings.HTTP_TIMEOUT_SECONDS + 5  # a probe's worker is presumed dead after this
+        while wait := CircuitBreaker.acquire(self.budget_key, probe_seconds=probe):
+            if wait > settings.HTTP_MAX_RETRY_AFTER_SECONDS:
+                raise SourceError(f"circuit breaker of {self.budget_key} is open for {wait:.0f} s more",
+                                  retry_after=wait)
+            self.throttled_seconds += wait
+            log.info("circuit_open_wait", upstream=self.budget_key, seconds=round(wait, 2))
+            self.wait(wait)
+
+    def _failed(self, error: SourceError):
+        from collectors.models import CircuitBreaker
+
+        if CircuitBreaker.record_failure(self.budget_key, threshold=settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+                                         timeout=settings.CIRCUIT_BREAKER_TIMEOUT, error=str(error)):
+            log.warning("circuit_opened", upstream=self.budget_key, error=str(error),
+                        seconds=settings.CIRCUIT_BREAKER_TIMEOUT)
 
     def _observe(self, response):
         if not (settings.ENABLE_RATE_LIMITING and self.weight_header):
@@ -98,6 +119,7 @@ class Upstream:
         url = self.base_url + path
         attempt = 0
         while True:
+            self._pass_breaker()
             self._reserve(weight)
             try:
                 self.requests += 1
@@ -114,20 +136,41 @@ class Upstream:
                 self.wait(delay)
 
     def _get_once(self, url, params, parse):
+        """One request. The breaker counts network errors, 5xx and malformed bodies as failures,
+        any other answer as success; a 418 (IP ban) opens it until the ban ends."""
+        from collectors.models import CircuitBreaker
+
         try:
-            response = _session(self.base_url).get(url, params=params,
-                                                   timeout=settings.HTTP_TIMEOUT_SECONDS)
-        except requests.RequestException as error:
-            raise SourceError(f"{type(error).__name__}: {error}") from error
-        self._observe(response)
+            try:
+                response = _session(self.base_url).get(url, params=params,
+                                                       timeout=settings.HTTP_TIMEOUT_SECONDS)
+            except requests.RequestException as error:
+                raise SourceError(f"{type(error).__name__}: {error}") from error
+            self._observe(response)
+            status = response.status_code
+            if status in (418, 429):
+                retry_after = _retry_after(response) or 1.0
+                self._block(retry_after)
+                error = SourceError(f"HTTP {status} (rate limited, retry after {retry_after:g}s)",
+                                    status=status, retry_after=retry_after)
+                if status == 418 and CircuitBreaker.trip(self.budget_key, until=time.time() + retry_after,
+                                                         error=str(error)):
+                    log.warning("circuit_opened", upstream=self.budget_key, error=str(error), seconds=retry_after)
+                raise error
+            if status >= 500:
+                raise SourceError(f"HTTP {status} from upstream", status=status)
+            result = self._decode(response, parse)
+        except SourceError as error:
+            if error.permanent:  # a 4xx about the request: the upstream itself is answering
+                CircuitBreaker.record_success(self.budget_key)
+            elif error.status not in (418, 429):  # rate limits belong to the weight budget
+                self._failed(error)
+            raise
+        CircuitBreaker.record_success(self.budget_key)
+        return result
+
+    def _decode(self, response, parse):
         status = response.status_code
-        if status in (418, 429):
-            retry_after = _retry_after(response) or 1.0
-            self._block(retry_after)
-            raise SourceError(f"HTTP {status} (rate limited, retry after {retry_after:g}s)",
-                              status=status, retry_after=retry_after)
-        if status >= 500:
-            raise SourceError(f"HTTP {status} from upstream", status=status)
         if status >= 400:
             try:
                 body = orjson.loads(response.content)

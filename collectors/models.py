@@ -372,3 +372,77 @@ class RateWindow(models.Model):
         return {"key": key, "used": used, "limit": limit, "remaining": max(limit - used, 0),
                 "resets_in_seconds": math.ceil(window + window_seconds - now),
                 "blocked_until": row.blocked_until if row and row.blocked_until > now else None}
+
+
+class CircuitBreaker(models.Model):
+    """One upstream's breaker, shared by every worker on every machine (conditional UPDATEs).
+
+    closed: requests flow. After `threshold` consecutive failures it opens: nobody calls the
+    upstream until `open_until`; then one worker wins the half-open probe (others keep
+    waiting); its success closes the breaker, its failure opens it again. A 418 (IP banned
+    until T) opens it until T.
+    """
+
+    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+    STATES = [(s, s) for s in (CLOSED, OPEN, HALF_OPEN)]
+
+    key = models.CharField(max_length=200, unique=True, help_text="The upstream's host:port.")
+    state = models.CharField(max_length=10, choices=STATES, default=CLOSED)
+    failures = models.PositiveIntegerField(default=0, help_text="Consecutive failures.")
+    opened_at = models.DateTimeField(null=True, blank=True)
+    open_until = models.FloatField(default=0, help_text="Epoch seconds: the next probe is allowed then.")
+    probe_until = models.FloatField(default=0, help_text="Epoch seconds: lease of the running probe.")
+    times_opened = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.key} ({self.state})"
+
+    @staticmethod
+    def acquire(key, *, probe_seconds, now=None) -> float:
+        """0 if a request may go out now (closed, or this caller won the probe), else seconds
+        until the breaker may let one through."""
+        now = time.time() if now is None else now
+        rows = CircuitBreaker.objects.filter(key=key)
+        row = rows.values("state", "open_until", "probe_until").first()
+        if row is None or row["state"] == CircuitBreaker.CLOSED:
+            return 0.0
+        if row["state"] == CircuitBreaker.OPEN and row["open_until"] > now:
+            return row["open_until"] - now
+        # Open and due, or half-open with a probe whose worker went quiet: one caller wins.
+        due = Q(state=CircuitBreaker.OPEN, open_until__lte=now) | Q(state=CircuitBreaker.HALF_OPEN,
+                                                                    probe_until__lte=now)
+        if rows.filter(due).update(state=CircuitBreaker.HALF_OPEN, probe_until=now + probe_seconds):
+            return 0.0
+        # Another worker is probing: look again soon (it may close the breaker any moment).
+        return min(max(row["probe_until"] - now, 0.05), 1.0)
+
+    @staticmethod
+    def record_success(key):
+        CircuitBreaker.objects.filter(key=key).exclude(state=CircuitBreaker.CLOSED, failures=0).update(
+            state=CircuitBreaker.CLOSED, failures=0, probe_until=0)
+
+    @staticmethod
+    def record_failure(key, *, threshold, timeout, error="", now=None) -> bool:
+        """Count a failure; open when the threshold is reached or a probe failed. True if it opened."""
+        now = time.time() if now is None else now
+        CircuitBreaker.objects.get_or_create(key=key)
+        rows = CircuitBreaker.objects.filter(key=key)
+        rows.update(failures=F("failures") + 1, last_error=error[:1000])
+        return bool(rows.filter(Q(state=CircuitBreaker.HALF_OPEN) | Q(state=CircuitBreaker.CLOSED,
+                                                                       failures__gte=threshold)).update(
+            state=CircuitBreaker.OPEN, open_until=now + timeout, opened_at=timezone.now(),
+            times_opened=F("times_opened") + 1))
+
+    @staticmethod
+    def trip(key, *, until, error="", now=None) -> bool:
+        """Open until `until` (epoch seconds), e.g. the end of an IP ban; never shortens one."""
+        now = time.time() if now is None else now
+        CircuitBreaker.objects.get_or_create(key=key)
+        rows = CircuitBreaker.objects.filter(key=key)
+        opened = rows.exclude(state=CircuitBreaker.OPEN).update(
+            state=CircuitBreaker.OPEN, open_until=until, opened_at=timezone.now(), last_error=error[:1000],
+            times_opened=F("times_opened") + 1)
+        rows.filter(open_until__lt=until).update(open_until=until)
+        return bool(opened)

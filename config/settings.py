@@ -165,6 +165,11 @@ EXCHANGE_WEIGHT_WINDOW_SECONDS = env_positive("EXCHANGE_WEIGHT_WINDOW_SECONDS", 
 HTTP_TIMEOUT_SECONDS = env_positive("HTTP_TIMEOUT_SECONDS", 15.0, cast=float)
 # Longest Retry-After we sleep through inside one request; longer ones fail the page.
 HTTP_MAX_RETRY_AFTER_SECONDS = env_positive("HTTP_MAX_RETRY_AFTER_SECONDS", 120.0, cast=float)
+# Circuit breaker per upstream, shared by all workers: opens after this many consecutive
+# failures (network errors, 5xx, malformed bodies) for CIRCUIT_BREAKER_TIMEOUT seconds, then
+# lets one probe through. An HTTP 418 (IP ban) opens it until the ban ends.
+CIRCUIT_BREAKER_FAILURE_THRESHOLD = env_positive("CIRCUIT_BREAKER_FAILURE_THRESHOLD", 5)
+CIRCUIT_BREAKER_TIMEOUT = env_positive("CIRCUIT_BREAKER_TIMEOUT", 60.0, cast=float)
 # A symbol task that has not written a heartbeat for this long is presumed dead (its worker
 # was killed) and is handed to another worker by the recovery sweep.
 RUN_LEASE_SECONDS = env_positive("RUN_LEASE_SECONDS", 90)

@@ -32,6 +32,7 @@ api_admin = [
     path("collectors/", api.CollectorList.as_view(), name="collector-list"),
     path("collectors/<slug:slug>/", api.CollectorDetail.as_view(), name="collector-detail"),
     path("candles/", api.CandleList.as_view(), name="candle-list"),
+    path("circuit-breakers/", api.CircuitBreakerList.as_view(), name="circuit-breakers"),
 ]
 
 urlpatterns = [
