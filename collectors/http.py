@@ -14,6 +14,7 @@ import requests
 import structlog
 from django.conf import settings
 
+from collectors.metrics import observe_upstream
 from collectors.sources import SourceError
 
 log = structlog.get_logger(__name__)
@@ -140,12 +141,16 @@ class Upstream:
         any other answer as success; a 418 (IP ban) opens it until the ban ends."""
         from collectors.models import CircuitBreaker
 
+        endpoint = urlsplit(url).path
+        began = time.perf_counter()
         try:
             try:
                 response = _session(self.base_url).get(url, params=params,
                                                        timeout=settings.HTTP_TIMEOUT_SECONDS)
             except requests.RequestException as error:
+                observe_upstream(self.budget_key, endpoint, "error", time.perf_counter() - began)
                 raise SourceError(f"{type(error).__name__}: {error}") from error
+            observe_upstream(self.budget_key, endpoint, str(response.status_code), time.perf_counter() - began)
             self._observe(response)
             status = response.status_code
             if status in (418, 429):

@@ -184,6 +184,10 @@ BACKFILL_BATCH_SIZE = env_positive("BACKFILL_BATCH_SIZE", 10_000)
 WORKER_NAME = env("WORKER_NAME", default=__import__("socket").gethostname())
 RUN_RECOVERY_INTERVAL_MINUTES = env_positive("RUN_RECOVERY_INTERVAL_MINUTES", 1)
 
+# Directory shared by the web server and the workers of one machine for prometheus_client's
+# multiprocess mode (must be set before start-up and emptied at each start); empty: per process.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
+
 # --- quality --------------------------------------------------------------------------
 # Quality snapshots (the trend) and drift audits older than this are deleted.
 DATA_RETENTION_DAYS = env_positive("DATA_RETENTION_DAYS", 90)

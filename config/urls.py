@@ -43,7 +43,7 @@ urlpatterns = [
     path("api/redoc/", views.OfflineRedocView.as_view(url_name="schema"), name="redoc"),
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", views.metrics, name="metrics"),
     path("", views.home, name="home"),
 ]
 

@@ -160,3 +160,27 @@ class OfflineRedocView(SpectacularRedocView):
         response = super().get(request, *args, **kwargs)
         html = engines["django"].from_string(self.template).render(response.data, request)
         return HttpResponse(html)
+
+
+def metrics(request):
+    """Prometheus text format: this process's (or, with PROMETHEUS_MULTIPROC_DIR, this machine's
+    processes') HTTP, database and upstream metrics, plus the collection metrics derived from the
+    database (see collectors.metrics)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from collectors.metrics import DATABASE_REGISTRY
+
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
+    else:
+        registry = REGISTRY
+    try:
+        derived, up = generate_latest(DATABASE_REGISTRY), 1
+    except Exception:  # the database is down: say so, and still serve the in-process metrics
+        log.warning("metrics_database_unavailable", exc_info=True)
+        derived, up = b"", 0
+    gauge = (b"# HELP collector_metrics_database_up 1 if the collection metrics could be read from the database.\n"
+             b"# TYPE collector_metrics_database_up gauge\ncollector_metrics_database_up %d\n" % up)
+    return HttpResponse(generate_latest(registry) + derived + gauge, content_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,9 @@ WEB_PORT=${WEB_PORT:-8000}
 EMULATOR_PORT=${EMULATOR_PORT:-9100}
 export DEBUG=${DEBUG:-true} LOG_FORMAT=${LOG_FORMAT:-console}
 mkdir -p .demo
+# One directory for the web server's and the workers' in-process metrics, empty at each start.
+export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PWD/.demo/prometheus}
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 creds=$($BIN/python manage.py seed_demo --exchange-url "http://127.0.0.1:$EMULATOR_PORT")
 pids=()
