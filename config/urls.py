@@ -6,6 +6,7 @@ from backfills import api as backfills_api
 from collectors import api
 from quality import api as quality_api
 from config import views
+from config.health import ChecksView
 
 admin.site.site_header = "Market-data collectors"
 admin.site.site_title = "Collectors admin"
@@ -43,6 +44,7 @@ urlpatterns = [
     path("api/redoc/", views.OfflineRedocView.as_view(url_name="schema"), name="redoc"),
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
+    path("health/checks/", ChecksView.as_view(), name="health-checks"),
     path("metrics", views.metrics, name="metrics"),
     path("", views.home, name="home"),
 ]

@@ -5,9 +5,6 @@ from datetime import timedelta
 
 import structlog
 from django.conf import settings
-from django.core.cache import cache
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template import engines
@@ -29,15 +26,6 @@ def _iso(moment):
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
-def _database_ok() -> bool:
-    try:
-        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-            cursor.execute("SELECT 1")
-        return True
-    except Exception:
-        return False
-
-
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
     timestamp = serializers.DateTimeField()
@@ -48,17 +36,21 @@ class HealthSerializer(serializers.Serializer):
     last_collection = serializers.DateTimeField(allow_null=True, help_text="When the last run ended.")
     last_successful_collection = serializers.DateTimeField(allow_null=True)
     collection_errors = serializers.IntegerField(allow_null=True, help_text="Failed runs in the last 24 hours.")
+    workers_alive = serializers.BooleanField(help_text="A django-q2 cluster is alive (does not decide liveness).")
+    problems = serializers.ListField(child=serializers.CharField())
 
 
 class ReadyChecksSerializer(serializers.Serializer):
     database = serializers.BooleanField()
     migrations = serializers.BooleanField()
     cache = serializers.BooleanField()
+    workers = serializers.BooleanField(help_text="A django-q2 cluster is alive (informational).")
 
 
 class ReadySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ready", "not_ready"])
     checks = ReadyChecksSerializer()
+    problems = serializers.ListField(child=serializers.CharField())
 
 
 class JsonAlways(BaseContentNegotiation):
@@ -96,18 +88,24 @@ def _collection_facts() -> dict:
 @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer}, auth=[], tags=["operations"])
 @probe
 def health(request):
-    """Liveness plus database (200 healthy, 503 not). Never depends on an upstream exchange."""
-    db_ok = _database_ok()
+    """Liveness plus database (200 healthy, 503 not). Never depends on an upstream exchange;
+    `workers_alive` reports django-q2 clusters without deciding liveness."""
+    from config.health import run_checks
+
+    checks = run_checks("database", "workers")
+    db_ok = checks["database"] is None
     body = {"status": "healthy", "timestamp": _iso(timezone.now()), "service": "collectors",
             "version": settings.VERSION, "uptime_seconds": round(time.monotonic() - STARTED, 1),
             "database_connected": db_ok, "last_collection": None, "last_successful_collection": None,
-            "collection_errors": None}
+            "collection_errors": None, "workers_alive": checks["workers"] is None,
+            "problems": [f"{name}: {error}" for name, error in checks.items() if error]}
     if db_ok:
         try:
             body.update(_collection_facts())
         except Exception:  # reachable but not usable (tables missing, locked, ...)
             log.warning("health_query_failed", exc_info=True)
             db_ok = False
+            body["problems"].append("database: collection tables unreadable")
     body["status"] = "healthy" if db_ok else "unhealthy"
     return Response(body, status=200 if db_ok else 503)
 
@@ -115,21 +113,21 @@ def health(request):
 @extend_schema(responses={200: ReadySerializer, 503: ReadySerializer}, auth=[], tags=["operations"])
 @probe
 def ready(request):
-    """Readiness: the database answers, every migration is applied and the cache works."""
-    checks = {"database": _database_ok(), "migrations": False, "cache": False}
-    if checks["database"]:
-        try:
-            executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
-            checks["migrations"] = not executor.migration_plan(executor.loader.graph.leaf_nodes())
-        except Exception:
-            log.warning("ready_migrations_check_failed", exc_info=True)
-    try:
-        cache.set("ready-probe", 1, 5)
-        checks["cache"] = cache.get("ready-probe") == 1
-    except Exception:
-        log.warning("ready_cache_check_failed", exc_info=True)
-    ok = all(checks.values())
-    return Response({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
+    """Readiness: the database answers, every migration is applied and the cache works.
+
+    Worker clusters are reported (`workers`) but do not decide readiness: the web stays up for
+    operators while workers are down; /health/checks/ fails on them for monitoring."""
+    from config.health import run_checks
+
+    checks = run_checks("database", "migrations", "cache", "workers")
+    for name, error in checks.items():
+        if error:
+            log.warning("ready_check_failed", check=name, error=error)
+    ok = all(checks[name] is None for name in ("database", "migrations", "cache"))
+    return Response({"status": "ready" if ok else "not_ready",
+                     "checks": {name: error is None for name, error in checks.items()},
+                     "problems": [f"{name}: {error}" for name, error in checks.items() if error]},
+                    status=200 if ok else 503)
 
 
 def home(request):

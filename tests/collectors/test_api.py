@@ -926,12 +926,33 @@ def test_health_is_503_when_the_database_is_unusable(client, monkeypatch):
     assert response.json()["status"] == "unhealthy"
 
 
-def test_ready_needs_no_key_and_checks_database_migrations_and_cache(client):
+def test_ready_needs_no_key_and_checks_database_migrations_and_cache(client, emulator):
+    # No worker cluster runs here and the exchange is down: reported, but still ready.
+    CollectorFactory(config={"base_url": "http://127.0.0.1:9", "interval": "1h"})
     response = client.get("/ready")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ready",
-                               "checks": {"database": True, "migrations": True, "cache": True}}
+    assert response.json() == {
+        "status": "ready", "checks": {"database": True, "migrations": True, "cache": True, "workers": False},
+        "problems": ["workers: Unavailable: no django-q2 cluster is alive: start `manage.py qcluster`"]}
+    assert client.get("/health").json()["workers_alive"] is False
+
+
+def test_the_checks_page_fails_without_a_worker_cluster(client, monkeypatch):
+    response = client.get("/health/checks/?format=json")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["Database(alias='default')"] == "OK" and "no django-q2 cluster" in body["WorkerClusters()"]
+    monkeypatch.setattr("django_q.status.Stat.get_all", staticmethod(lambda broker=None: ["cluster"]))
+    assert client.get("/health/checks/?format=json").status_code == 200
+
+
+def test_ready_is_503_when_a_migration_is_missing(client, monkeypatch):
+    monkeypatch.setattr("django.db.migrations.executor.MigrationExecutor.migration_plan",
+                        lambda self, targets: [("collectors", "9999_new")])
+    response = client.get("/ready")
+    assert response.status_code == 503 and response.json()["checks"]["migrations"] is False
+    assert "1 migration(s) not applied" in response.json()["problems"][0]
 
 
 def test_schema_generates_without_warnings():
