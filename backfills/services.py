@@ -16,6 +16,7 @@ from backfills.gaps import coverage
 from backfills.models import BackfillChunk, BackfillJob, EmptyRange
 from backfills.ranges import ceil_time, floor_time, slots
 from collectors import services as collect
+from collectors.alerts import alert_raise
 from collectors.models import Collector
 from collectors.sources import SourceError
 
@@ -240,6 +241,10 @@ def backfill_finish_if_done(*, job_id: int):
              if bad else "")
     if job._transition([BackfillJob.RUNNING], status=status, error=error, finished_at=timezone.now()):
         log.info("backfill_finished", backfill_id=job.pk, status=status, **counts)
+        if status == BackfillJob.FAILED:
+            alert_raise(kind="backfill_failed", key=f"backfill_failed:{job.pk}",
+                        summary=f"Backfill {job.pk} of {job.collector.slug} failed: {error}",
+                        details={"backfill_id": job.pk, "collector": job.collector.slug, "chunks": counts})
     return job
 
 

@@ -10,7 +10,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from collectors import services
-from collectors.models import ApiKey, Candle, CircuitBreaker, CollectionRun, Collector, RunSymbol
+from collectors.models import Alert, ApiKey, Candle, CircuitBreaker, CollectionRun, Collector, RunSymbol
 
 admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
 
@@ -239,3 +239,12 @@ class CircuitBreakerAdmin(ReadOnlyAdmin):
     @admin.action(description="Close: let requests through again now")
     def close_breakers(self, request, queryset):
         queryset.update(state=CircuitBreaker.CLOSED, failures=0, open_until=0, probe_until=0)
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    """What was sent to ALERT_WEBHOOK_URL (or suppressed as a repeat, or failed to send)."""
+
+    list_display = ["created_at", "kind", "severity", "summary", "status", "attempts", "last_error"]
+    list_filter = ["kind", "status"]
+    search_fields = ["summary", "key"]

@@ -701,3 +701,17 @@ class CircuitBreakerList(ApiView, generics.ListAPIView):
     serializer_class = CircuitBreakerSerializer
     queryset = CircuitBreaker.objects.order_by("key")
     pagination_class = None
+
+
+class AlertTest(ApiView, APIView):
+    @extend_schema(request=None, responses={200: dict, 400: BAD_REQUEST})
+    def post(self, request):
+        """Send a test alert to ALERT_WEBHOOK_URL now (whether or not ENABLE_ALERTING is on):
+        `sent`, `attempts` and the webhook's `error` if it did not take it."""
+        from django.conf import settings
+
+        from collectors.alerts import alert_test
+
+        if not settings.ALERT_WEBHOOK_URL:
+            raise ValidationError({"ALERT_WEBHOOK_URL": ["Not set: configure the webhook first."]})
+        return Response(alert_test(requested_by=who(request)))

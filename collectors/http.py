@@ -95,8 +95,15 @@ class Upstream:
 
         if CircuitBreaker.record_failure(self.budget_key, threshold=settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD,
                                          timeout=settings.CIRCUIT_BREAKER_TIMEOUT, error=str(error)):
-            log.warning("circuit_opened", upstream=self.budget_key, error=str(error),
-                        seconds=settings.CIRCUIT_BREAKER_TIMEOUT)
+            self._opened(str(error), settings.CIRCUIT_BREAKER_TIMEOUT)
+
+    def _opened(self, error: str, seconds: float):
+        from collectors.alerts import alert_raise
+
+        log.warning("circuit_opened", upstream=self.budget_key, error=error, seconds=seconds)
+        alert_raise(kind="circuit_open", key=f"circuit_open:{self.budget_key}",
+                    summary=f"Circuit breaker of {self.budget_key} opened for {seconds:g} s: {error}",
+                    details={"upstream": self.budget_key, "error": error, "seconds": seconds})
 
     def _observe(self, response):
         if not (settings.ENABLE_RATE_LIMITING and self.weight_header):
@@ -160,7 +167,7 @@ class Upstream:
                                     status=status, retry_after=retry_after)
                 if status == 418 and CircuitBreaker.trip(self.budget_key, until=time.time() + retry_after,
                                                          error=str(error)):
-                    log.warning("circuit_opened", upstream=self.budget_key, error=str(error), seconds=retry_after)
+                    self._opened(str(error), retry_after)
                 raise error
             if status >= 500:
                 raise SourceError(f"HTTP {status} from upstream", status=status)

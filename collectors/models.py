@@ -446,3 +446,29 @@ class CircuitBreaker(models.Model):
             times_opened=F("times_opened") + 1)
         rows.filter(open_until__lt=until).update(open_until=until)
         return bool(opened)
+
+
+class Alert(models.Model):
+    """A notification for the webhook: deduplicated by `key` (one per key per dedup window),
+    delivered by a task with retries; a failing webhook only marks the alert failed."""
+
+    PENDING, SENT, FAILED, SUPPRESSED = "pending", "sent", "failed", "suppressed"
+    STATUSES = [(s, s) for s in (PENDING, SENT, FAILED, SUPPRESSED)]
+
+    kind = models.CharField(max_length=40, db_index=True,
+                            help_text="run_failed, circuit_open, data_stale, error_rate or test")
+    key = models.CharField(max_length=200, db_index=True, help_text="What makes two alerts the same.")
+    severity = models.CharField(max_length=10, default="error")
+    summary = models.CharField(max_length=300)
+    details = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=STATUSES, default=PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.kind}: {self.summary}"

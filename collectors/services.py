@@ -17,6 +17,7 @@ from django_q.tasks import async_task
 from backfills.gaps import coverage, last_stored
 from backfills.models import EmptyRange
 from backfills.ranges import absent, ceil_time, floor_time
+from collectors.alerts import alert_raise
 from collectors.http import Upstream
 from collectors.models import Candle, CollectionRun, Collector, RunSymbol, WorkItem
 from collectors.sources import SourceError
@@ -351,6 +352,12 @@ def run_finish_if_done(*, run_id: int) -> CollectionRun | None:
     error = f"{bad} of {sum(counts.values())} symbols failed, are partial or cancelled." if bad else ""
     if run.mark_finished(status, error=error):
         log.info("run_finished", run_id=run.pk, status=status, **{k: v for k, v in counts.items()})
+        if status == CollectionRun.FAILED:
+            alert_raise(kind="run_failed", key=f"run_failed:{run.pk}",
+                        summary=f"Run {run.pk} of {run.collector.slug} ({run.mode}) failed: {error}",
+                        details={"run_id": run.pk, "collector": run.collector.slug, "mode": run.mode,
+                                 "symbols": counts, "errors": dict(run.symbols.exclude(error="")
+                                                                   .values_list("symbol", "error")[:20])})
     return run
 
 

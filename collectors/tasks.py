@@ -14,3 +14,16 @@ def run_symbol_execute(run_symbol_id: int):
 def runs_recover():
     """Scheduled: re-queue work of dead workers (collection runs and backfill chunks)."""
     return services.work_recover()
+
+
+def alert_send(alert_id: int):
+    from collectors.alerts import alert_send
+
+    alert_send(alert_id=alert_id)
+
+
+def alerts_check():
+    """Scheduled (every ALERT_CHECK_INTERVAL_MINUTES): stale data and the error rate."""
+    from collectors.alerts import alerts_check
+
+    return alerts_check()

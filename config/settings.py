@@ -184,6 +184,15 @@ BACKFILL_BATCH_SIZE = env_positive("BACKFILL_BATCH_SIZE", 10_000)
 WORKER_NAME = env("WORKER_NAME", default=__import__("socket").gethostname())
 RUN_RECOVERY_INTERVAL_MINUTES = env_positive("RUN_RECOVERY_INTERVAL_MINUTES", 1)
 
+# Alerts through a webhook (JSON POST): failed runs, opened breakers, stale data, error rate.
+ENABLE_ALERTING = env.bool("ENABLE_ALERTING", default=False)
+ALERT_WEBHOOK_URL = env("ALERT_WEBHOOK_URL", default="")
+# Share of symbols/chunks finished in the last hour that failed or were partial, above which
+# an error-rate alert is raised (checked every ALERT_CHECK_INTERVAL_MINUTES).
+ALERT_ERROR_THRESHOLD = env_positive("ALERT_ERROR_THRESHOLD", 0.2, cast=float)
+ALERT_DEDUP_MINUTES = env_positive("ALERT_DEDUP_MINUTES", 60)
+ALERT_CHECK_INTERVAL_MINUTES = env_positive("ALERT_CHECK_INTERVAL_MINUTES", 5)
+
 # Directory shared by the web server and the workers of one machine for prometheus_client's
 # multiprocess mode (must be set before start-up and emptied at each start); empty: per process.
 PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")

@@ -34,6 +34,7 @@ api_admin = [
     path("collectors/<slug:slug>/", api.CollectorDetail.as_view(), name="collector-detail"),
     path("candles/", api.CandleList.as_view(), name="candle-list"),
     path("circuit-breakers/", api.CircuitBreakerList.as_view(), name="circuit-breakers"),
+    path("alerts/", api.AlertTest.as_view(), name="alerts"),
 ]
 
 urlpatterns = [
