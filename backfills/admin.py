@@ -106,6 +106,7 @@ class BackfillJobAdmin(admin.ModelAdmin):
             return redirect(request.path)
         extra = {"job": job, "progress": job.progress() if job else None,
                  "per_symbol": job.symbol_progress() if job else [],
+                 "events": job.events.order_by("-id")[:200] if job else [],
                  "refresh": bool(job and job.is_active), "show_save": False,
                  "show_save_and_continue": False}
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})

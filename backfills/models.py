@@ -76,6 +76,8 @@ class BackfillJob(models.Model):
     estimated_requests = models.PositiveIntegerField(default=0)
     created_by = models.CharField(max_length=120, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True,
+                                  help_text="The API request that created it: find all its log lines by it.")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

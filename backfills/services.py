@@ -124,7 +124,7 @@ def backfill_create(*, collector: Collector, start=None, end=None, symbols=None,
         job = BackfillJob.objects.create(
             collector=collector, start=estimate["start"], end=estimate["end"],
             symbols=[s["symbol"] for s in estimate["symbols"]], force=force, created_by=created_by,
-            estimated_records=estimate["estimated_records"],
+            request_id=collect.current_request_id(), estimated_records=estimate["estimated_records"],
             estimated_requests=estimate["estimated_requests"])
         BackfillChunk.objects.bulk_create(
             BackfillChunk(job=job, symbol=c["symbol"], start=c["start"], end=c["end"],
@@ -150,9 +150,14 @@ def _enqueue_chunks(job_id, pks):
 
 def backfill_start(*, job_id: int, inline: bool = False):
     """Mark the job running and spread its pending chunks over the workers (idempotent)."""
-    job = BackfillJob.objects.filter(pk=job_id).first()
+    job = BackfillJob.objects.select_related("collector").filter(pk=job_id).first()
     if job is None or not job.is_active:
         return job
+    with collect.log_context(backfill_id=job.pk, collector=job.collector.slug, request_id=job.request_id):
+        return _backfill_start(job, inline=inline)
+
+
+def _backfill_start(job, *, inline):
     if job._transition([BackfillJob.QUEUED], status=BackfillJob.RUNNING, started_at=timezone.now()):
         _probe_listings(job, job.collector)
     # Interleaved by symbol, so a job of many symbols progresses on all of them together.
@@ -172,8 +177,15 @@ def chunk_collect(*, chunk_id: int):
     chunk = BackfillChunk.objects.select_related("job__collector").filter(pk=chunk_id).first()
     if chunk is None or not chunk.claim(lease_seconds=settings.RUN_LEASE_SECONDS):
         return chunk
+    job = chunk.job
+    with collect.log_context(backfill_id=job.pk, collector=job.collector.slug, symbol=chunk.symbol,
+                             request_id=job.request_id):
+        return _chunk_collect(chunk)
+
+
+def _chunk_collect(chunk):
     job, collector = chunk.job, chunk.job.collector
-    bound = log.bind(backfill_id=job.pk, collector=collector.slug, symbol=chunk.symbol)
+    bound = log
     try:
         ranges = _missing(collector, chunk.symbol, chunk.start, chunk.end, force=job.force)
         if not ranges:

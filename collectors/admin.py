@@ -187,6 +187,7 @@ class CollectionRunAdmin(admin.ModelAdmin):
             return redirect(request.path)
         still_working = bool(run and run.symbols.filter(status=RunSymbol.RUNNING).exists())
         extra_context = {**(extra_context or {}), "run_active": bool(run and run.is_active),
+                         "events": run.events.order_by("-id")[:200] if run else [],
                          "refresh": bool(run and (run.is_active or still_working)),
                          "show_save": False, "show_save_and_continue": False}
         return super().change_view(request, object_id, form_url, extra_context)

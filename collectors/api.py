@@ -19,7 +19,8 @@ from rest_framework.views import APIView
 
 from collectors import services, sources
 from collectors.auth import ApiKeyUser
-from collectors.models import Candle, CircuitBreaker, CollectionRun, Collector, RateWindow, RunNotActive, RunSymbol
+from collectors.models import (Candle, CircuitBreaker, CollectionRun, Collector, RateWindow, RunEvent, RunNotActive,
+                               RunSymbol)
 from config.api import CursorPagination
 from config.negotiation import ContentNegotiation
 
@@ -715,3 +716,44 @@ class AlertTest(ApiView, APIView):
         if not settings.ALERT_WEBHOOK_URL:
             raise ValidationError({"ALERT_WEBHOOK_URL": ["Not set: configure the webhook first."]})
         return Response(alert_test(requested_by=who(request)))
+
+
+# --- logs -----------------------------------------------------------------------------
+
+class LogFilterSerializer(RejectUnknownFields, serializers.Serializer):
+    level = serializers.ChoiceField(choices=["info", "warning", "error", "critical"], default="info",
+                                    help_text="This level and above.")
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+    since = UtcDateTimeField(required=False, help_text="ISO 8601; only events at or after it.")
+    run_id = serializers.IntegerField(required=False, min_value=1)
+    backfill_id = serializers.IntegerField(required=False, min_value=1)
+    request_id = serializers.CharField(required=False, max_length=64)
+    format = serializers.CharField(required=False)  # ?format=json, as on every endpoint
+
+
+class RunEventSerializer(serializers.ModelSerializer):
+    timestamp = serializers.DateTimeField(source="created_at")
+
+    class Meta:
+        model = RunEvent
+        fields = ["timestamp", "level", "event", "run_id", "backfill_id", "request_id", "collector", "symbol",
+                  "worker", "fields"]
+
+
+class LogList(ApiView, APIView):
+    @extend_schema(parameters=[LogFilterSerializer], responses={200: RunEventSerializer(many=True),
+                                                                400: BAD_REQUEST})
+    def get(self, request):
+        """Recent structured events of runs and backfills (info and above), newest first; kept
+        for DATA_RETENTION_DAYS. Filter by level, time, run, backfill or the request_id of the
+        API call that started the work."""
+        from config.logging import LEVELS
+
+        data = validated(LogFilterSerializer, request.query_params)
+        events = RunEvent.objects.filter(levelno__gte=LEVELS[data["level"]])
+        if "since" in data:
+            events = events.filter(created_at__gte=data["since"])
+        for name in ("run_id", "backfill_id", "request_id"):
+            if name in data:
+                events = events.filter(**{name: data[name]})
+        return Response(RunEventSerializer(events.order_by("-id")[:data["limit"]], many=True).data)

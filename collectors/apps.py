@@ -8,8 +8,6 @@ class CollectorsConfig(AppConfig):
     def ready(self):
         from django_q.signals import post_spawn
 
-        import collectors.auth  # noqa: F401  (connects the ?api_key= log redaction at start-up)
-
         post_spawn.connect(recover_on_worker_start, dispatch_uid="collectors.recover_on_worker_start")
 
 

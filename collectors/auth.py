@@ -1,8 +1,6 @@
 """API authentication: X-API-Key, Authorization: Bearer, ?api_key=, or a staff session."""
 
 from django.conf import settings
-from django.dispatch import receiver
-from django_structlog import signals as structlog_signals
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
@@ -33,18 +31,17 @@ class ApiKeyUser:
 
 
 def key_from_request(request) -> str | None:
-    """The key the caller sent, from the first place that has one (header, Bearer, query)."""
+    """The key the caller sent: X-API-Key (where ?api_key= ends up too), else Bearer."""
     key = request.META.get(settings.API_KEY_CUSTOM_HEADER, "").strip()
     if key:
         return key
     scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    key = request.GET.get(QUERY_PARAM, "").strip()
-    if key and not settings.API_KEY_QUERY_PARAM_ENABLED:
+    if request.META.get(QUERY_KEY_SEEN) and not settings.API_KEY_QUERY_PARAM_ENABLED:
         raise exceptions.AuthenticationFailed(
             "The api_key query parameter is disabled here; send the key in the X-API-Key header.")
-    return key or None
+    return None  # ApiKeyQueryMiddleware moved a ?api_key= into the header above
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -104,13 +101,35 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
         return definitions[:len(self.name)]
 
 
-# django-structlog logs every request line with its query string; a key given as ?api_key=
-# must not reach the logs in clear (the contract says so).
-@receiver(structlog_signals.bind_extra_request_metadata)
-@receiver(structlog_signals.bind_extra_request_finished_metadata)
-@receiver(structlog_signals.bind_extra_request_failed_metadata)
-def redact_api_key_in_logs(sender, request, log_kwargs, **kwargs):
-    if QUERY_PARAM in request.GET and "request" in log_kwargs:
-        query = request.GET.copy()
-        query.setlist(QUERY_PARAM, ["[redacted]"])
-        log_kwargs["request"] = f"{request.method} {request.path}?{query.urlencode(safe='[]/')}"
+class ApiKeyQueryMiddleware:
+    """First middleware: a key sent as ?api_key= is moved into the X-API-Key header and the query
+    string is rewritten with the key redacted, so no log line (ours, django-structlog's,
+    gunicorn's access log, which reads RAW_URI from the same environ afterwards) and no error
+    page ever holds it. With API_KEY_QUERY_PARAM_ENABLED off the key is dropped and the request
+    is refused by the authentication class."""
+
+    REDACTED = "[redacted]"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        meta = request.META
+        if f"{QUERY_PARAM}=" in meta.get("QUERY_STRING", ""):
+            from urllib.parse import parse_qsl, urlencode
+
+            pairs = parse_qsl(meta["QUERY_STRING"], keep_blank_values=True)
+            keys = [v for k, v in pairs if k == QUERY_PARAM]
+            if keys:
+                if settings.API_KEY_QUERY_PARAM_ENABLED and not meta.get(settings.API_KEY_CUSTOM_HEADER):
+                    meta[settings.API_KEY_CUSTOM_HEADER] = keys[0]
+                meta[QUERY_KEY_SEEN] = True
+                query = urlencode([(k, self.REDACTED if k == QUERY_PARAM else v) for k, v in pairs], safe="[]/")
+                meta["QUERY_STRING"] = query
+                if "RAW_URI" in meta:
+                    meta["RAW_URI"] = f"{meta['RAW_URI'].partition('?')[0]}?{query}"
+                request.__dict__.pop("GET", None)  # parse the rewritten query if it was read
+        return self.get_response(request)
+
+
+QUERY_KEY_SEEN = "collectors.api_key_in_query"

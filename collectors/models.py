@@ -124,6 +124,8 @@ class CollectionRun(models.Model):
     requested_symbols = models.JSONField(default=list, blank=True)
     triggered_by = models.CharField(max_length=120, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True,
+                                  help_text="The API request that started it: find all its log lines by it.")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -472,3 +474,28 @@ class Alert(models.Model):
 
     def __str__(self):
         return f"{self.kind}: {self.summary}"
+
+
+class RunEvent(models.Model):
+    """A log line (info and above) of a run or backfill, kept for the admin and GET /api/admin/logs/
+    (stored by the structlog processor in config.logging; pruned after DATA_RETENTION_DAYS)."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    level = models.CharField(max_length=10)
+    levelno = models.PositiveSmallIntegerField(db_index=True)
+    event = models.CharField(max_length=100)
+    run = models.ForeignKey("collectors.CollectionRun", null=True, blank=True, on_delete=models.CASCADE,
+                            related_name="events")
+    backfill = models.ForeignKey("backfills.BackfillJob", null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="events")
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    collector = models.CharField(max_length=64, blank=True)
+    symbol = models.CharField(max_length=32, blank=True)
+    worker = models.CharField(max_length=100, blank=True)
+    fields = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.created_at:%H:%M:%S} {self.level} {self.event}"

@@ -115,11 +115,17 @@ def run_trigger(*, collector: Collector, mode: str, start: datetime | None = Non
         if active:
             raise RunConflict(active)
         run = CollectionRun.objects.create(collector=collector, mode=mode, start=start, end=end,
-                                           requested_symbols=symbols or [], triggered_by=triggered_by)
+                                           requested_symbols=symbols or [], triggered_by=triggered_by,
+                                           request_id=current_request_id())
         if enqueue:
             transaction.on_commit(lambda: _enqueue_run(run.pk))
     log.info("run_triggered", run_id=run.pk, collector=collector.slug, mode=mode, by=triggered_by)
     return run
+
+
+def current_request_id() -> str:
+    """The id django-structlog gave the HTTP request being served, if any."""
+    return str(structlog.contextvars.get_contextvars().get("request_id") or "")[:64]
 
 
 def _enqueue_run(run_id: int):
@@ -136,6 +142,17 @@ def run_start(*, run_id: int, inline: bool = False, on_symbol_done=None):
     run = CollectionRun.objects.select_related("collector").filter(pk=run_id).first()
     if run is None or not run.is_active:
         return run  # deleted, finished or cancelled meanwhile: nothing to do
+    with log_context(run_id=run.pk, collector=run.collector.slug, request_id=run.request_id):
+        return _run_start(run, inline=inline, on_symbol_done=on_symbol_done)
+
+
+def log_context(**context):
+    """Bind run/backfill ids (and the request that started it) to every log line below, in
+    whichever worker runs it: the lines become RunEvents and can be found by request_id."""
+    return structlog.contextvars.bound_contextvars(**{k: v for k, v in context.items() if v})
+
+
+def _run_start(run, *, inline, on_symbol_done):
     collector = run.collector
     if not run.symbols.exists():
         try:
@@ -218,7 +235,13 @@ def run_symbol_collect(*, run_symbol_id: int, now: datetime | None = None):
     if item is None or not item.claim(lease_seconds=settings.RUN_LEASE_SECONDS):
         return item  # deleted, done, cancelled, or alive in another worker
     run = item.run
-    bound = log.bind(run_id=run.pk, collector=run.collector.slug, symbol=item.symbol)
+    with log_context(run_id=run.pk, collector=run.collector.slug, symbol=item.symbol, request_id=run.request_id):
+        return _run_symbol_collect(item, now=now)
+
+
+def _run_symbol_collect(item: RunSymbol, *, now: datetime | None):
+    run = item.run
+    bound = log
     try:
         status, missing, error = _collect_symbol(item, now=now or timezone.now(), log=bound)
     except Exception as error:  # never leave a symbol 'running' because of a bug
@@ -428,3 +451,12 @@ def work_recover(*, run_id: int | None = None, backfill_id: int | None = None,
         for run in runs.filter(status=CollectionRun.RUNNING):
             run_finish_if_done(run_id=run.pk)
     return requeued
+
+
+def retention_prune(*, now: datetime | None = None) -> int:
+    """Delete run events and alerts older than DATA_RETENTION_DAYS; returns how many."""
+    from collectors.models import Alert, RunEvent
+
+    cutoff = (now or timezone.now()) - timedelta(days=settings.DATA_RETENTION_DAYS)
+    return RunEvent.objects.filter(created_at__lt=cutoff).delete()[0] + \
+        Alert.objects.filter(created_at__lt=cutoff).delete()[0]

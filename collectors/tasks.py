@@ -27,3 +27,8 @@ def alerts_check():
     from collectors.alerts import alerts_check
 
     return alerts_check()
+
+
+def housekeeping():
+    """Scheduled hourly: drop run events and alerts older than DATA_RETENTION_DAYS."""
+    return services.retention_prune()

@@ -1,6 +1,7 @@
 """structlog set-up: JSON lines in production, readable console output in development."""
 
 import logging
+import threading
 
 import structlog
 
@@ -14,6 +15,38 @@ def _add_service(service):
         event_dict.setdefault("service", service)
         return event_dict
     return processor
+
+
+_STANDARD = {"event", "level", "logger", "timestamp", "service", "run_id", "backfill_id", "request_id",
+             "collector", "symbol", "exc_info", "exception", "_record", "_from_structlog"}
+_storing = threading.local()
+
+
+def store_run_event(logger, method_name, event_dict):
+    """Keep info-and-above lines of a run or backfill (those with run_id or backfill_id, which the
+    services bind) as RunEvent rows. Never fails the log call; never recurses."""
+    levelno = LEVELS.get(event_dict.get("level", method_name), 0)
+    run_id, backfill_id = event_dict.get("run_id"), event_dict.get("backfill_id")
+    if levelno < logging.INFO or not (run_id or backfill_id) or getattr(_storing, "busy", False):
+        return event_dict
+    _storing.busy = True
+    try:
+        from django.conf import settings
+
+        from collectors.models import RunEvent
+
+        RunEvent.objects.create(
+            level=event_dict.get("level", method_name), levelno=levelno, event=str(event_dict.get("event"))[:100],
+            run_id=run_id, backfill_id=backfill_id, request_id=str(event_dict.get("request_id") or "")[:64],
+            collector=str(event_dict.get("collector") or "")[:64], symbol=str(event_dict.get("symbol") or "")[:32],
+            worker=settings.WORKER_NAME[:100],
+            fields={k: v if isinstance(v, (int, float, bool, type(None))) else str(v)[:500]
+                    for k, v in event_dict.items() if k not in _STANDARD})
+    except Exception:  # the database may be down or inside a broken transaction: the line still prints
+        pass
+    finally:
+        _storing.busy = False
+    return event_dict
 
 
 def configure_logging(*, level: str, fmt: str, service: str) -> dict:
@@ -30,7 +63,7 @@ def configure_logging(*, level: str, fmt: str, service: str) -> dict:
         _add_service(service),
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, store_run_event, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

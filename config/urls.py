@@ -35,6 +35,7 @@ api_admin = [
     path("candles/", api.CandleList.as_view(), name="candle-list"),
     path("circuit-breakers/", api.CircuitBreakerList.as_view(), name="circuit-breakers"),
     path("alerts/", api.AlertTest.as_view(), name="alerts"),
+    path("logs/", api.LogList.as_view(), name="logs"),
 ]
 
 urlpatterns = [

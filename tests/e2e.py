@@ -66,7 +66,8 @@ class Process:
         self.log.close()
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log_path).read_text(errors="replace")
 
 
@@ -82,7 +83,7 @@ def start_qcluster(tmp_path, name="qcluster", *, wait=True, **env) -> Process:
 
 def start_web(tmp_path, port, **env) -> Process:
     proc = Process([str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind",
-                    f"127.0.0.1:{port}", "--workers", "2"], env=child_env(**env),
+                    f"127.0.0.1:{port}", "--workers", "2", "--access-logfile", "-"], env=child_env(**env),
                    log_path=tmp_path / "web.log")
     wait_for(lambda: _port_open(port), timeout=20, what="gunicorn to listen")
     return proc
