@@ -757,3 +757,24 @@ class LogList(ApiView, APIView):
             if name in data:
                 events = events.filter(**{name: data[name]})
         return Response(RunEventSerializer(events.order_by("-id")[:data["limit"]], many=True).data)
+
+
+# --- operations -------------------------------------------------------------------------
+
+class Performance(ApiView, APIView):
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        """Runs of the last 24 hours (avg_collection_time in s, success_rate, error_rate), the
+        database round trip and mean upstream latency (ms), memory (MB) and CPU (%)."""
+        from collectors.operations import performance_report
+
+        return Response(performance_report())
+
+
+class SystemInfo(ApiView, APIView):
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        """Version, database engine, broker, worker clusters seen, and the collectors."""
+        from collectors.operations import system_info
+
+        return Response(system_info())

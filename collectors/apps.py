@@ -9,6 +9,23 @@ class CollectorsConfig(AppConfig):
         from django_q.signals import post_spawn
 
         post_spawn.connect(recover_on_worker_start, dispatch_uid="collectors.recover_on_worker_start")
+        from django.db.backends.signals import connection_created
+
+        connection_created.connect(limit_statement_time, dispatch_uid="collectors.limit_statement_time")
+
+
+def limit_statement_time(sender, connection, **kwargs):
+    """QUERY_TIMEOUT on MariaDB (max_statement_time, seconds) or MySQL (max_execution_time, ms,
+    SELECTs only); SQLite gets it as its lock timeout in settings."""
+    from django.conf import settings
+
+    if connection.vendor != "mysql" or not settings.QUERY_TIMEOUT:
+        return
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("SET SESSION max_statement_time = %s", [settings.QUERY_TIMEOUT])
+        except Exception:  # MySQL, not MariaDB
+            cursor.execute("SET SESSION max_execution_time = %s", [int(settings.QUERY_TIMEOUT * 1000)])
 
 
 def recover_on_worker_start(sender, proc_name, **kwargs):

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import authentication, exceptions, permissions, throttling
 
 from collectors.models import ApiKey
 
@@ -133,3 +133,30 @@ class ApiKeyQueryMiddleware:
 
 
 QUERY_KEY_SEEN = "collectors.api_key_in_query"
+
+
+class PerKeyRateThrottle(throttling.SimpleRateThrottle):
+    """API_RATE_LIMIT_PER_MINUTE requests per minute per API key (or per staff user); a 429 with
+    Retry-After beyond it. Probes, metrics and the admin are not throttled (not DRF views)."""
+
+    scope = "api"
+
+    def get_rate(self):
+        limit = settings.API_RATE_LIMIT_PER_MINUTE
+        return f"{limit}/min" if limit > 0 else None
+
+    def allow_request(self, request, view):
+        self.rate = self.get_rate()  # read at each request: settings may change (tests)
+        if self.rate is None:
+            return True
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
+
+    def get_cache_key(self, request, view):
+        if isinstance(request.auth, ApiKey):
+            ident = f"key:{request.auth.prefix}"
+        elif request.user is not None and request.user.is_authenticated:
+            ident = f"user:{request.user.pk}"
+        else:
+            ident = f"ip:{self.get_ident(request)}"
+        return f"throttle:{self.scope}:{ident}"

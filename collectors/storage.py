@@ -7,6 +7,7 @@ function talks to the cursor directly. It has its own tests on SQLite and MariaD
 
 import time
 
+from django.conf import settings
 from django.db import connection
 
 COLUMNS = ("collector_id", "symbol", "interval", "open_time", "open", "high", "low", "close",
@@ -47,6 +48,8 @@ def upsert_candles(*, collector_id: int, symbol: str, interval: str, rows) -> in
          _db_time(r[6]), r[7], r[8], r[9], r[10])
         for r in rows
     ]
+    size = settings.BATCH_COMMIT_SIZE
     with connection.cursor() as cursor:
-        cursor.executemany(_upsert_sql(), params)
+        for i in range(0, len(params), size):
+            cursor.executemany(_upsert_sql(), params[i:i + size])
     return len(params)

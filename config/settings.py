@@ -83,13 +83,18 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------
 # SQLite (WAL, busy timeout, IMMEDIATE transactions so concurrent writers queue instead of
 # failing) is the embedded default; mysql://user:pass@host:3306/name for MySQL/MariaDB.
+# Seconds a database statement may take: MariaDB/MySQL abort longer ones (set per connection
+# in collectors.apps); SQLite waits this long for a lock. 0 = no limit (SQLite: 30 s).
+QUERY_TIMEOUT = env.float("QUERY_TIMEOUT", default=60.0) or 0.0
+if QUERY_TIMEOUT < 0:
+    raise environ.ImproperlyConfigured(f"QUERY_TIMEOUT must be >= 0, got {QUERY_TIMEOUT}")
 DATABASE_URL = env("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"  # empty = unset
 DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db.setdefault("OPTIONS", {}).update(
         {
-            "timeout": 30,
+            "timeout": QUERY_TIMEOUT or 30,  # how long a statement waits for another writer's lock
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
@@ -179,6 +184,11 @@ RUN_LEASE_SECONDS = env_positive("RUN_LEASE_SECONDS", 90)
 ENABLE_DATA_VALIDATION = env.bool("ENABLE_DATA_VALIDATION", default=True)
 # Count fetched rows that already exist (duplicates) and record changed ones (revisions).
 ENABLE_DUPLICATE_DETECTION = env.bool("ENABLE_DUPLICATE_DETECTION", default=True)
+# Rows per INSERT batch when storing candles (each fetched page is one transaction; bigger
+# pages are written in batches of this size).
+BATCH_COMMIT_SIZE = env_positive("BATCH_COMMIT_SIZE", 1000)
+# Candle interval of collectors whose config names none (1s ... 1d, as the exchange spells it).
+COLLECTION_INTERVAL = env("COLLECTION_INTERVAL", default="1h")
 # Candles per backfill chunk (rounded down to whole 1000-candle pages, at least one page).
 BACKFILL_BATCH_SIZE = env_positive("BACKFILL_BATCH_SIZE", 10_000)
 # Names this machine in claims (RunSymbol/BackfillChunk.claimed_by); default: the host name.
@@ -216,6 +226,9 @@ if not __import__("croniter").croniter.is_valid(AUDIT_SCHEDULE):
 API_KEY_REQUIRED = env.bool("API_KEY_REQUIRED", default=True)
 API_KEY_QUERY_PARAM_ENABLED = env.bool("API_KEY_QUERY_PARAM_ENABLED", default=True)
 API_KEY_CUSTOM_HEADER = "HTTP_X_API_KEY"
+# Requests per minute per API key (or staff user) on /api/admin/; 0 = unlimited. Counted in the
+# cache (the database or Redis), so all web processes share the count.
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -229,6 +242,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.negotiation.ContentNegotiation",
+    "DEFAULT_THROTTLE_CLASSES": ["collectors.auth.PerKeyRateThrottle"],
 }
 
 SPECTACULAR_SETTINGS = {

@@ -36,6 +36,8 @@ api_admin = [
     path("circuit-breakers/", api.CircuitBreakerList.as_view(), name="circuit-breakers"),
     path("alerts/", api.AlertTest.as_view(), name="alerts"),
     path("logs/", api.LogList.as_view(), name="logs"),
+    path("performance/", api.Performance.as_view(), name="performance"),
+    path("system/info", api.SystemInfo.as_view(), name="system-info"),
 ]
 
 urlpatterns = [

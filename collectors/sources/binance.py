@@ -21,6 +21,12 @@ SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
 CONFIG_KEYS = {"base_url", "interval", "top_n", "quote_asset", "validate"}
 
 
+def _default_interval() -> str:
+    from django.conf import settings
+
+    return settings.COLLECTION_INTERVAL
+
+
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -55,7 +61,7 @@ class BinanceKlines:
 
     @classmethod
     def grain(cls, config: dict) -> timedelta:
-        return timedelta(seconds=INTERVALS[config.get("interval", "1h")])
+        return timedelta(seconds=INTERVALS[config.get("interval") or _default_interval()])
 
     @classmethod
     def validate_config(cls, config: dict, symbols: list) -> tuple[dict, list]:
@@ -63,7 +69,7 @@ class BinanceKlines:
         unknown = set(config) - CONFIG_KEYS
         if unknown:
             errors[sorted(unknown)[0]] = f"Unknown key; allowed: {', '.join(sorted(CONFIG_KEYS))}."
-        config = {"base_url": "https://api.binance.com", "interval": "1h", **config}
+        config = {"base_url": "https://api.binance.com", "interval": _default_interval(), **config}
         base_url = config["base_url"]
         if not isinstance(base_url, str) or not re.fullmatch(r"https?://[^/\s\x00]+(/[^\s\x00]*)?", base_url):
             errors["base_url"] = "Must be an http(s) URL such as https://api.binance.com."

@@ -110,3 +110,42 @@ def test_a_run_survives_kill_minus_9_of_its_qcluster_and_finishes_with_exact_dat
                  datetime(2025, 7, 1, tzinfo=timezone.utc))
     resumed = RunSymbol.objects.filter(run=run, symbol__in=[s for s, st in states.items() if st == "running"])
     assert all(item.attempts == 2 for item in resumed)
+
+
+def test_sigterm_to_qcluster_mid_run_stops_it_and_the_run_resumes_exactly(emulator, tmp_path):
+    import signal
+
+    emulator.configure(slow_ms=40)
+    symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "ETHBTC"]
+    collector = CollectorFactory(slug="e2e-term", config={"base_url": emulator.url, "interval": "1h"},
+                                 symbols=symbols, beginning_date=datetime(2023, 1, 1).date())
+    from collectors import services
+
+    run = services.run_trigger(collector=collector, mode="backward",
+                               end=datetime(2025, 6, 30, 23, tzinfo=timezone.utc), triggered_by="tests")
+    first = start_qcluster(tmp_path, "first")
+    try:
+        wait_for(lambda: RunSymbol.objects.filter(run=run, status=RunSymbol.RUNNING).exists(),
+                 timeout=60, what="the run to be under way")
+        began = time.monotonic()
+        first.popen.send_signal(signal.SIGTERM)  # what systemd, Docker and Kubernetes send
+        first.popen.wait(60)
+        stopped_in = time.monotonic() - began
+    finally:
+        first.kill_group()
+    print(f"qcluster stopped {stopped_in:.1f} s after SIGTERM")
+    assert first.popen.returncode is not None and stopped_in < 60
+    states = dict(RunSymbol.objects.filter(run=run).values_list("symbol", "status"))
+    assert CollectionRun.objects.get(pk=run.pk).status == "running" and set(states.values()) - {"complete"}
+    time.sleep(3.5)  # any symbol left 'running' has a dead lease now
+    emulator.configure(slow_ms=0)
+    second = start_qcluster(tmp_path, "second")
+    try:
+        wait_for(lambda: CollectionRun.objects.get(pk=run.pk).status not in CollectionRun.ACTIVE,
+                 timeout=120, what="the restarted cluster to finish the run")
+    finally:
+        second.stop()
+    run.refresh_from_db()
+    assert run.status == CollectionRun.COMPLETE, run.error
+    assert_exact(collector, symbols, datetime(2023, 1, 1, tzinfo=timezone.utc),
+                 datetime(2025, 7, 1, tzinfo=timezone.utc))
