@@ -67,6 +67,7 @@ def probe(view):
     """A GET view that needs no key and no session and always answers JSON."""
     view.authentication_classes = []
     view.permission_classes = [AllowAny]
+    view.throttle_classes = []  # never throttled, and no cache (database) needed to answer
     view.renderer_classes = [JSONRenderer]
     view.content_negotiation_class = JsonAlways
     return api_view(["GET"])(view)
