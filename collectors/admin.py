@@ -10,7 +10,8 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from collectors import services
-from collectors.models import Alert, ApiKey, Candle, CircuitBreaker, CollectionRun, Collector, RunSymbol
+from collectors.models import (Alert, ApiKey, Candle, CircuitBreaker, CollectionRun, Collector, RateWindow,
+                               RunSymbol)
 
 admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
 
@@ -249,3 +250,40 @@ class AlertAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "kind", "severity", "summary", "status", "attempts", "last_error"]
     list_filter = ["kind", "status"]
     search_fields = ["summary", "key"]
+
+
+@admin.register(RateWindow)
+class RateWindowAdmin(ReadOnlyAdmin):
+    """The weight budget each upstream shares across all workers, as it stands now: a run that
+    waits here is being polite, not stuck (its symbols count the seconds as throttled)."""
+
+    list_display = ["key", "used_now", "remaining_now", "limit", "resets_in", "blocked"]
+
+    def _state(self, obj):
+        from django.conf import settings
+
+        return RateWindow.state(obj.key, limit=settings.EXCHANGE_WEIGHT_BUDGET,
+                                window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
+
+    @admin.display(description="weight used")
+    def used_now(self, obj):
+        return self._state(obj)["used"]
+
+    @admin.display(description="remaining")
+    def remaining_now(self, obj):
+        return self._state(obj)["remaining"]
+
+    @admin.display(description="budget per window")
+    def limit(self, obj):
+        return self._state(obj)["limit"]
+
+    @admin.display(description="resets in (s)")
+    def resets_in(self, obj):
+        return self._state(obj)["resets_in_seconds"]
+
+    @admin.display(description="blocked until (429/418)")
+    def blocked(self, obj):
+        import datetime as dt
+
+        until = self._state(obj)["blocked_until"]
+        return dt.datetime.fromtimestamp(until, tz=dt.timezone.utc).strftime("%H:%M:%S UTC") if until else "—"
