@@ -99,3 +99,14 @@ def test_every_admin_list_page_loads(operator, emulator):
     for model in admin.site._registry:
         url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
         assert operator.get(url).status_code == 200, url
+
+
+def test_the_run_page_lists_the_runs_events_once(operator, emulator):
+    from collectors import services
+
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
+    run = services.run_trigger(collector=collector, mode="backward", triggered_by="tests", enqueue=False)
+    services.run_start(run_id=run.pk, inline=True)
+    html = operator.get(reverse("admin:collectors_collectionrun_change", args=[run.pk])).content.decode()
+    assert html.count('id="events"') == 1
+    assert "run_started" in html and "symbol_finished" in html and "run_finished" in html
