@@ -69,8 +69,8 @@ class CollectorForm(forms.ModelForm):
 @admin.register(Collector)
 class CollectorAdmin(admin.ModelAdmin):
     form = CollectorForm
-    list_display = ["slug", "name", "kind", "interval", "symbol_rule", "enabled", "schedule", "last_run",
-                    "quality"]
+    list_display = ["slug", "name", "kind", "interval", "symbol_rule", "enabled", "schedule", "next_run",
+                    "last_run", "quality"]
     list_filter = ["kind", "enabled"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
@@ -89,6 +89,15 @@ class CollectorAdmin(admin.ModelAdmin):
                 '<a href="{}">Audit {}</a> of {} queued ({} candles).',
                 reverse("admin:quality_driftaudit_change", args=[audit.pk]), audit.pk, collector.slug,
                 audit.sample_size))
+
+    def changelist_view(self, request, extra_context=None):
+        self._next_runs = services.schedule_next_runs()  # one query for the whole list
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="next run (UTC)")
+    def next_run(self, obj):
+        when = getattr(self, "_next_runs", {}).get(obj.slug)
+        return when.strftime("%Y-%m-%d %H:%M") if when else "—"
 
     @admin.display(description="quality")
     def quality(self, obj):

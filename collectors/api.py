@@ -458,12 +458,14 @@ class CollectorSerializer(RejectUnknownFields, serializers.ModelSerializer):
     symbols = serializers.ListField(child=serializers.CharField(max_length=32), required=False,
                                     max_length=5000)
     last_run = serializers.SerializerMethodField()
+    next_run = serializers.SerializerMethodField(help_text="When the schedule starts the next forward run "
+                                                           "(null: disabled or no schedule).")
 
     class Meta:
         model = Collector
         fields = ["slug", "name", "kind", "config", "symbols", "beginning_date", "schedule",
                   "enabled", "max_retries", "retry_backoff_seconds", "created_at", "updated_at",
-                  "last_run"]
+                  "last_run", "next_run"]
         read_only_fields = ["created_at", "updated_at"]
         extra_kwargs = {"retry_backoff_seconds": {"min_value": 0, "max_value": 600},
                         "max_retries": {"max_value": 20}}
@@ -472,6 +474,14 @@ class CollectorSerializer(RejectUnknownFields, serializers.ModelSerializer):
     def get_last_run(self, collector):
         run = collector.runs.first()
         return None if run is None else LastRunSerializer(run).data
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_next_run(self, collector):
+        from django_q.models import Schedule
+
+        next_run = Schedule.objects.filter(name=f"{services.SCHEDULE_PREFIX}{collector.slug}").values_list(
+            "next_run", flat=True).first()
+        return iso(next_run)
 
     def to_representation(self, instance):
         data = super().to_representation(instance)

@@ -12,6 +12,23 @@ class CollectorsConfig(AppConfig):
         from django.db.backends.signals import connection_created
 
         connection_created.connect(limit_statement_time, dispatch_uid="collectors.limit_statement_time")
+        from django.db.models.signals import post_delete, post_save
+
+        from collectors.models import Collector
+
+        post_save.connect(sync_schedule, sender=Collector, dispatch_uid="collectors.sync_schedule")
+        post_delete.connect(sync_schedule, sender=Collector, dispatch_uid="collectors.drop_schedule")
+
+
+def sync_schedule(sender, instance, **kwargs):
+    """Saving, disabling or deleting a collector (admin, API, shell) updates its schedule."""
+    from collectors.services import schedule_sync
+
+    if kwargs.get("raw"):  # loaddata: leave schedules to `manage.py sync_schedules`
+        return
+    if "created" not in kwargs:  # deleted
+        instance.enabled = False
+    schedule_sync(collector=instance)
 
 
 def limit_statement_time(sender, connection, **kwargs):

@@ -44,8 +44,8 @@ class Collector(models.Model):
                                       help_text="Earliest date collected (UTC).")
     schedule = models.CharField(max_length=100, blank=True, default=default_schedule,
                                 help_text="Cron expression (UTC) for scheduled forward runs, e.g. "
-                                          "0 */6 * * *. Not acted on yet: runs start from the "
-                                          "admin, the API or manage.py collect.")
+                                          "0 */6 * * *; empty for none. A scheduled run is skipped "
+                                          "while the previous one is still going.")
     enabled = models.BooleanField(default=True)
     max_retries = models.PositiveSmallIntegerField(default=3, validators=[MaxValueValidator(20)],
                                                    help_text="Retries per failed page (0-20).")

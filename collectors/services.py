@@ -460,3 +460,69 @@ def retention_prune(*, now: datetime | None = None) -> int:
     cutoff = (now or timezone.now()) - timedelta(days=settings.DATA_RETENTION_DAYS)
     return RunEvent.objects.filter(created_at__lt=cutoff).delete()[0] + \
         Alert.objects.filter(created_at__lt=cutoff).delete()[0]
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+SCHEDULE_PREFIX = "collector:"
+
+
+def schedule_sync(*, collector: Collector):
+    """Make the collector's django-q2 cron schedule match it: a forward run at each `schedule`
+    time while enabled; none when disabled, without a schedule, or deleted. Idempotent; an
+    unchanged schedule keeps its next run."""
+    from croniter import croniter
+    from django_q.models import Schedule
+
+    name = f"{SCHEDULE_PREFIX}{collector.slug}"
+    if collector.pk is None or not collector.enabled or not collector.schedule:
+        Schedule.objects.filter(name=name).delete()
+        return None
+    args = repr((collector.pk,))
+    current = Schedule.objects.filter(name=name).first()
+    if current and current.cron == collector.schedule and current.args == args and current.repeats < 0:
+        return current
+    first = croniter(collector.schedule, timezone.now()).get_next(datetime)
+    schedule, _ = Schedule.objects.update_or_create(name=name, defaults={
+        "func": "collectors.tasks.run_scheduled", "args": args, "schedule_type": Schedule.CRON,
+        "cron": collector.schedule, "repeats": -1, "next_run": first})
+    log.info("schedule_synced", collector=collector.slug, cron=collector.schedule, next_run=first.isoformat())
+    return schedule
+
+
+def schedules_rebuild() -> dict:
+    """Every collector's schedule made right, and schedules of collectors that are gone removed
+    (run at deploy: manage.py sync_schedules)."""
+    from django_q.models import Schedule
+
+    kept = [s for c in Collector.objects.all() if (s := schedule_sync(collector=c))]
+    slugs = {f"{SCHEDULE_PREFIX}{slug}" for slug in Collector.objects.values_list("slug", flat=True)}
+    orphans = Schedule.objects.filter(name__startswith=SCHEDULE_PREFIX).exclude(name__in=slugs)
+    removed = orphans.count()
+    orphans.delete()
+    return {"scheduled": len(kept), "removed": removed}
+
+
+def schedule_next_runs() -> dict[str, datetime]:
+    """{collector slug: next scheduled run} for the collectors that have one."""
+    from django_q.models import Schedule
+
+    return {name[len(SCHEDULE_PREFIX):]: next_run for name, next_run in Schedule.objects.filter(
+        name__startswith=SCHEDULE_PREFIX).values_list("name", "next_run")}
+
+
+def run_scheduled(*, collector_id: int) -> CollectionRun | None:
+    """The schedule's forward run; skipped (and said so, on the active run's events) while the
+    previous run of the collector is still going, so runs never pile up."""
+    collector = Collector.objects.filter(pk=collector_id).first()
+    if collector is None or not collector.enabled:
+        log.info("scheduled_run_skipped", collector_id=collector_id, reason="collector deleted or disabled")
+        return None
+    try:
+        return run_trigger(collector=collector, mode="forward", triggered_by="schedule")
+    except RunConflict as conflict:
+        log.warning("scheduled_run_skipped", collector=collector.slug, run_id=conflict.run.pk,
+                    reason=f"run {conflict.run.pk} is still {conflict.run.status}")
+    except TriggerError as error:
+        log.warning("scheduled_run_skipped", collector=collector.slug, reason=error.message)
+    return None

@@ -11,6 +11,11 @@ def run_symbol_execute(run_symbol_id: int):
     services.run_symbol_collect(run_symbol_id=run_symbol_id)
 
 
+def run_scheduled(collector_id: int):
+    """A collector's cron schedule (see services.schedule_sync)."""
+    services.run_scheduled(collector_id=collector_id)
+
+
 def runs_recover():
     """Scheduled: re-queue work of dead workers (collection runs and backfill chunks)."""
     return services.work_recover()

@@ -6,6 +6,7 @@ rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 case "$1" in
   web)
     python manage.py migrate --noinput
+    python manage.py sync_schedules
     exec gunicorn config.wsgi --bind 0.0.0.0:8000 --workers "${WEB_WORKERS:-3}" --graceful-timeout 20 \
       --access-logfile - ;;
   worker)

@@ -12,6 +12,7 @@ export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PWD/.demo/prometheu
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 creds=$($BIN/python manage.py seed_demo --exchange-url "http://127.0.0.1:$EMULATOR_PORT")
+$BIN/python manage.py sync_schedules > /dev/null
 pids=()
 stop() {
   trap - INT TERM EXIT
