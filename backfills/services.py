@@ -253,6 +253,7 @@ def backfill_finish_if_done(*, job_id: int):
              if bad else "")
     if job._transition([BackfillJob.RUNNING], status=status, error=error, finished_at=timezone.now()):
         log.info("backfill_finished", backfill_id=job.pk, status=status, **counts)
+        collect.snapshot_after(collector_id=job.collector_id)
         if status == BackfillJob.FAILED:
             alert_raise(kind="backfill_failed", key=f"backfill_failed:{job.pk}",
                         summary=f"Backfill {job.pk} of {job.collector.slug} failed: {error}",

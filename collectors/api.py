@@ -30,6 +30,8 @@ SECRET_WORDS = ("secret", "password", "token", "api_key", "apikey", "private")
 MASK = "********"
 # Epoch-millisecond upstreams cannot express earlier times; nothing to collect before anyway.
 EARLIEST = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+# Far enough for any real request, near enough that adding a step or a chunk never overflows.
+LATEST = datetime(2100, 1, 1, tzinfo=dt_timezone.utc)
 RUN_STATUSES = [s for s, _ in CollectionRun.STATUSES]
 
 BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description='Invalid input: `{"field": ["message"]}` '
@@ -69,6 +71,8 @@ class UtcDateTimeField(serializers.Field):
             self.fail_invalid(value)
         if moment < EARLIEST:
             raise ValidationError("Must be 1970-01-01 or later.")
+        if moment >= LATEST:
+            raise ValidationError("Must be before 2100-01-01.")
         return moment
 
     def fail_invalid(self, value):
@@ -735,8 +739,8 @@ class LogFilterSerializer(RejectUnknownFields, serializers.Serializer):
                                     help_text="This level and above.")
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
     since = UtcDateTimeField(required=False, help_text="ISO 8601; only events at or after it.")
-    run_id = serializers.IntegerField(required=False, min_value=1)
-    backfill_id = serializers.IntegerField(required=False, min_value=1)
+    run_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    backfill_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     request_id = serializers.CharField(required=False, max_length=64)
     format = serializers.CharField(required=False)  # ?format=json, as on every endpoint
 

@@ -1,5 +1,8 @@
 """API authentication: X-API-Key, Authorization: Bearer, ?api_key=, or a staff session."""
 
+import re
+from urllib.parse import parse_qsl, unquote_plus, urlencode
+
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
@@ -102,32 +105,34 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 class ApiKeyQueryMiddleware:
-    """First middleware: a key sent as ?api_key= is moved into the X-API-Key header and the query
-    string is rewritten with the key redacted, so no log line (ours, django-structlog's,
-    gunicorn's access log, which reads RAW_URI from the same environ afterwards) and no error
-    page ever holds it. With API_KEY_QUERY_PARAM_ENABLED off the key is dropped and the request
-    is refused by the authentication class."""
+    """First middleware: a key sent as ?api_key= is moved into the X-API-Key header, and it and
+    any other secret-looking parameter (apikey, API_KEY, token, secret, password...) are taken
+    out of the query string, so no log line (ours, django-structlog's, gunicorn's access log,
+    which reads RAW_URI from the same environ afterwards), no error page and no pagination link
+    ever holds them. With API_KEY_QUERY_PARAM_ENABLED off the key is dropped and the request is
+    refused by the authentication class."""
 
-    REDACTED = "[redacted]"
+    SECRET = re.compile(r"(?i)(api[_-]?key|token|secret|passw(or)?d)")
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         meta = request.META
-        if f"{QUERY_PARAM}=" in meta.get("QUERY_STRING", ""):
-            from urllib.parse import parse_qsl, urlencode
-
-            pairs = parse_qsl(meta["QUERY_STRING"], keep_blank_values=True)
+        query = meta.get("QUERY_STRING", "")
+        if query and self.SECRET.search(unquote_plus(query)):
+            pairs = parse_qsl(query, keep_blank_values=True)
+            kept = [(k, v) for k, v in pairs if not self.SECRET.search(k)]
             keys = [v for k, v in pairs if k == QUERY_PARAM]
             if keys:
                 if settings.API_KEY_QUERY_PARAM_ENABLED and not meta.get(settings.API_KEY_CUSTOM_HEADER):
                     meta[settings.API_KEY_CUSTOM_HEADER] = keys[0]
                 meta[QUERY_KEY_SEEN] = True
-                query = urlencode([(k, self.REDACTED if k == QUERY_PARAM else v) for k, v in pairs], safe="[]/")
-                meta["QUERY_STRING"] = query
+            if len(kept) != len(pairs):
+                meta["QUERY_STRING"] = urlencode(kept)
                 if "RAW_URI" in meta:
-                    meta["RAW_URI"] = f"{meta['RAW_URI'].partition('?')[0]}?{query}"
+                    path = meta["RAW_URI"].partition("?")[0]
+                    meta["RAW_URI"] = f"{path}?{meta['QUERY_STRING']}" if kept else path
                 request.__dict__.pop("GET", None)  # parse the rewritten query if it was read
         return self.get_response(request)
 

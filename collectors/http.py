@@ -77,15 +77,20 @@ class Upstream:
             log.debug("rate_budget_wait", upstream=self.budget_key, seconds=round(wait, 2))
             self.wait(wait)
 
-    def _pass_breaker(self):
-        """Wait while the upstream's breaker is open (or fail the call if that is too long)."""
+    def _pass_breaker(self, waited: list):
+        """Wait once per call while the upstream's breaker is open; refused again after that (its
+        probe failed too) or for longer than HTTP_MAX_RETRY_AFTER_SECONDS, the call fails, so a
+        dead upstream ends symbols `partial` in about one timeout instead of queueing them."""
         from collectors.models import CircuitBreaker
 
         probe = settings.HTTP_TIMEOUT_SECONDS + 5  # a probe's worker is presumed dead after this
         while wait := CircuitBreaker.acquire(self.budget_key, probe_seconds=probe):
-            if wait > settings.HTTP_MAX_RETRY_AFTER_SECONDS:
+            if waited[0] or wait > settings.HTTP_MAX_RETRY_AFTER_SECONDS:
                 raise SourceError(f"circuit breaker of {self.budget_key} is open for {wait:.0f} s more",
                                   retry_after=wait)
+            # Polls while another worker's probe is out (half-open) do not count as the wait.
+            if CircuitBreaker.objects.filter(key=self.budget_key, state=CircuitBreaker.OPEN).exists():
+                waited[0] = True
             self.throttled_seconds += wait
             log.info("circuit_open_wait", upstream=self.budget_key, seconds=round(wait, 2))
             self.wait(wait)
@@ -125,9 +130,9 @@ class Upstream:
                  parse: Callable[[Any], Any] = lambda data: data) -> Any:
         """GET and decode JSON; retry transient failures; raise SourceError when done trying."""
         url = self.base_url + path
-        attempt = 0
+        attempt, waited = 0, [False]
         while True:
-            self._pass_breaker()
+            self._pass_breaker(waited)
             self._reserve(weight)
             try:
                 self.requests += 1

@@ -338,7 +338,8 @@ class RateWindow(models.Model):
         now = time.time() if now is None else now
         window = int(now // window_seconds * window_seconds)
         rows = RateWindow.objects.filter(key=key)
-        for _ in range(3):
+        state = None
+        for _ in range(5):
             if rows.filter(window_start=window, used__lte=limit - weight,
                            blocked_until__lte=now).update(used=F("used") + weight):
                 return 0.0
@@ -346,11 +347,17 @@ class RateWindow(models.Model):
             if rows.filter(window_start__lt=window, blocked_until__lte=now).update(
                     window_start=window, used=weight):
                 return 0.0
-            if not rows.exists():
+            state = rows.values("window_start", "used", "blocked_until").first()
+            if state is None:
                 RateWindow.objects.get_or_create(key=key, defaults={"window_start": window})
                 continue
-            break
-        state = rows.values("blocked_until").first() or {"blocked_until": 0}
+            # Another worker created or rolled the row between our UPDATEs: look again rather
+            # than wait for a window that still has room.
+            has_room = state["window_start"] < window or (state["window_start"] == window
+                                                          and state["used"] <= limit - weight)
+            if not (has_room and state["blocked_until"] <= now):
+                break
+        state = state or {"blocked_until": 0}
         wait = max(window + window_seconds - now, state["blocked_until"] - now)
         return max(wait, 0.05)
 

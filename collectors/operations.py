@@ -23,6 +23,7 @@ def performance_report(*, hours: int = 24) -> dict:
                 .values_list("status", "started_at", "finished_at"))
     durations = [(f - s).total_seconds() for _, s, f in runs]
     bad = sum(status in (CollectionRun.FAILED, CollectionRun.PARTIAL) for status, _, _ in runs)
+    good = sum(status == CollectionRun.COMPLETE for status, _, _ in runs)  # cancelled: neither
     totals = RunSymbol.objects.filter(finished_at__gte=since).aggregate(records=Sum("records"),
                                                                          requests=Sum("requests"))
     began = time.perf_counter()
@@ -33,7 +34,7 @@ def performance_report(*, hours: int = 24) -> dict:
     return {
         "window_hours": hours, "runs": len(runs),
         "avg_collection_time": round(sum(durations) / len(durations), 3) if durations else None,
-        "success_rate": round((len(runs) - bad) / len(runs), 4) if runs else None,
+        "success_rate": round(good / len(runs), 4) if runs else None,
         "error_rate": round(bad / len(runs), 4) if runs else None,
         "records": totals["records"] or 0, "requests": totals["requests"] or 0,
         "database_latency": round(database_ms, 3), "api_latency": _upstream_latency_ms(),

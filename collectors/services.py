@@ -244,9 +244,9 @@ def _run_symbol_collect(item: RunSymbol, *, now: datetime | None):
     bound = log
     try:
         status, missing, error = _collect_symbol(item, now=now or timezone.now(), log=bound)
-    except Exception as error:  # never leave a symbol 'running' because of a bug
+    except Exception as exc:  # never leave a symbol 'running' because of a bug
         bound.exception("symbol_crashed")
-        status, missing, error = RunSymbol.FAILED, [], f"{type(error).__name__}: {error}"
+        status, missing, error = RunSymbol.FAILED, [], f"{type(exc).__name__}: {exc}"
     item.mark_finished(status, missing_ranges=_iso_ranges(missing), error=error)
     bound.info("symbol_finished", status=status, error=error or None)
     run_finish_if_done(run_id=run.pk)
@@ -375,6 +375,7 @@ def run_finish_if_done(*, run_id: int) -> CollectionRun | None:
     error = f"{bad} of {sum(counts.values())} symbols failed, are partial or cancelled." if bad else ""
     if run.mark_finished(status, error=error):
         log.info("run_finished", run_id=run.pk, status=status, **{k: v for k, v in counts.items()})
+        snapshot_after(collector_id=run.collector_id)
         if status == CollectionRun.FAILED:
             alert_raise(kind="run_failed", key=f"run_failed:{run.pk}",
                         summary=f"Run {run.pk} of {run.collector.slug} ({run.mode}) failed: {error}",
@@ -382,6 +383,12 @@ def run_finish_if_done(*, run_id: int) -> CollectionRun | None:
                                  "symbols": counts, "errors": dict(run.symbols.exclude(error="")
                                                                    .values_list("symbol", "error")[:20])})
     return run
+
+
+def snapshot_after(*, collector_id: int):
+    """Refresh the collector's quality snapshot once new data is in (the report, /metrics and
+    alerts read it), on a worker, after the transaction commits."""
+    transaction.on_commit(lambda: _enqueue_task("quality.tasks.snapshot_collector", collector_id))
 
 
 def run_retry_failed(*, run: CollectionRun, triggered_by: str) -> CollectionRun:

@@ -18,7 +18,7 @@ def _add_service(service):
 
 
 _STANDARD = {"event", "level", "logger", "timestamp", "service", "run_id", "backfill_id", "request_id",
-             "collector", "symbol", "exc_info", "exception", "_record", "_from_structlog"}
+             "collector", "symbol", "exc_info", "_record", "_from_structlog"}
 _storing = threading.local()
 
 
@@ -40,13 +40,27 @@ def store_run_event(logger, method_name, event_dict):
             run_id=run_id, backfill_id=backfill_id, request_id=str(event_dict.get("request_id") or "")[:64],
             collector=str(event_dict.get("collector") or "")[:64], symbol=str(event_dict.get("symbol") or "")[:32],
             worker=settings.WORKER_NAME[:100],
-            fields={k: v if isinstance(v, (int, float, bool, type(None))) else str(v)[:500]
-                    for k, v in event_dict.items() if k not in _STANDARD})
+            fields={**{k: v if isinstance(v, (int, float, bool, type(None))) else str(v)[:500]
+                       for k, v in event_dict.items() if k not in _STANDARD}, **_exception(event_dict)})
     except Exception:  # the database may be down or inside a broken transaction: the line still prints
         pass
     finally:
         _storing.busy = False
     return event_dict
+
+
+def _exception(event_dict) -> dict:
+    """The exception of a log.exception() call, as its last lines (the type and message)."""
+    exc_info = event_dict.get("exc_info")
+    if exc_info is True:
+        import sys
+
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and exc_info[0] is not None:
+        return {"exception": f"{exc_info[0].__name__}: {exc_info[1]}"[:1000]}
+    return {}
 
 
 def configure_logging(*, level: str, fmt: str, service: str) -> dict:

@@ -23,6 +23,7 @@ from quality.models import DriftAudit, QualitySnapshot, QuarantinedRow, Revision
 from quality.rules import RULES
 
 MAP_DAYS = 330  # default width of the coverage map, in days
+EARLIEST, LATEST = date(1970, 1, 1), date(2100, 1, 1)
 
 
 @admin.register(QuarantinedRow)
@@ -130,6 +131,8 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
             days = min(max(int(request.GET.get("days", MAP_DAYS)), 1), 3660)
         except ValueError:
             raise Http404("end must be a date (2025-01-31) and days a number")
+        if not EARLIEST <= last < LATEST or last - timedelta(days=days - 1) < EARLIEST:
+            raise Http404("The map covers 1970-01-01 to 2099-12-31.")
         grid = services.coverage_grid(collector=collector, first_day=last - timedelta(days=days - 1), last_day=last)
         day_url = reverse("admin:quality_coverage_day", args=[collector.pk, "SYMBOL", "0000-00-00"])
         return TemplateResponse(request, "admin/quality/coverage.html", self._context(
@@ -145,6 +148,8 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
             day = date.fromisoformat(day)
         except ValueError:
             raise Http404("not a date")
+        if not EARLIEST <= day < LATEST:
+            raise Http404("The map covers 1970-01-01 to 2099-12-31.")
         if request.method == "POST":
             if not request.user.has_perm("collectors.change_collector"):
                 raise PermissionDenied

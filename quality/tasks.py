@@ -15,3 +15,12 @@ def audits_scheduled():
 def snapshots_take():
     """Scheduled (every QUALITY_SNAPSHOT_INTERVAL_MINUTES): quality snapshots, then retention."""
     return services.snapshots_take_all()
+
+
+def snapshot_collector(collector_id: int):
+    """After a run or backfill: the collector's quality snapshot, with the new data."""
+    from collectors.models import Collector
+
+    collector = Collector.objects.filter(pk=collector_id).first()
+    if collector is not None:
+        services.snapshot_take(collector=collector)

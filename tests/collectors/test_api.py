@@ -986,3 +986,18 @@ def test_intervals_off_the_epoch_grid_are_refused_with_a_reason(api, interval):
             "config": {"interval": interval}, "symbols": ["BTCUSDT"]}
     response = api.post("/api/admin/collectors/", body, format="json")
     assert response.status_code == 400 and "interval" in str(response.json()["config"])
+
+
+@pytest.mark.parametrize("method, path, body, field", [
+    ("post", "/api/admin/collect/trigger", {"mode": "backward", "end_date": "9999-12-31"}, "end_date"),
+    ("post", "/api/admin/backfills/estimate/", {"start_date": "2025-01-01", "end_date": "9999-12-31"}, "end_date"),
+    ("get", "/api/admin/gaps/?collector={slug}&end=9999-12-31", None, "end"),
+    ("get", "/api/admin/logs/?run_id=9223372036854775808", None, "run_id"),
+    ("get", "/api/admin/logs/?backfill_id=9223372036854775808", None, "backfill_id"),
+])
+def test_far_future_dates_and_huge_ids_are_400s_naming_the_field(api, method, path, body, field):
+    collector = CollectorFactory(symbols=["BTCUSDT"])
+    if body is not None:
+        body = {**body, "collector": collector.slug}
+    response = getattr(api, method)(path.format(slug=collector.slug), body, format="json")
+    assert response.status_code == 400 and field in response.json(), response.content

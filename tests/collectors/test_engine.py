@@ -252,3 +252,22 @@ def test_workers_sharing_the_weight_budget_stay_under_it_together(emulator, sett
     assert sum(stats["klines_by_symbol"].values()) == 3 * 12  # 11,688 hours = 12 pages each
     assert stats["max_window_weight"] <= 20 and stats["over_limit"] == 0
     assert sum(i.throttled_seconds for i in run.symbols.all()) > 0
+
+
+def test_a_bug_while_collecting_fails_the_symbol_and_frees_the_collector(emulator, monkeypatch):
+    from collectors.models import RunEvent
+
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
+
+    def broken(**kwargs):
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr("collectors.services.plan_ranges", broken)
+    run = services.run_trigger(collector=collector, mode="backward", triggered_by="tests", enqueue=False)
+    services.run_start(run_id=run.pk, inline=True)
+    run.refresh_from_db()
+    item = run.symbols.get()
+    assert (item.status, item.error) == ("failed", "OverflowError: date value out of range")
+    assert run.status == "failed" and not collector.runs.active().exists()
+    crashed = RunEvent.objects.get(event="symbol_crashed")
+    assert "OverflowError" in crashed.fields["exception"]

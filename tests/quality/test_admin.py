@@ -70,3 +70,12 @@ def test_the_audit_action_queues_an_audit_and_its_page_lists_the_differences(ope
     html = operator.get(reverse("admin:quality_driftaudit_change", args=[audit.pk])).content.decode()
     assert "2025-03-01T05:00:00Z" in html and "99999.0" in html
     assert (DriftAudit.objects.get().status, DriftAudit.objects.get().differing) == ("complete", 1)
+
+
+def test_dates_outside_1970_to_2099_are_404s_not_crashes(operator, covered):
+    for query in ("?end=9999-12-31", "?end=0001-01-01", "?end=1970-01-05&days=30", "?end=x", "?days=y"):
+        url = reverse("admin:quality_coverage", args=[covered.pk]) + query
+        assert operator.get(url).status_code == 404, query
+    for day in ("9999-12-31", "0001-01-01"):
+        url = reverse("admin:quality_coverage_day", args=[covered.pk, "BTCUSDT", day])
+        assert operator.get(url).status_code == 404, day
