@@ -185,18 +185,17 @@ def chunk_collect(*, chunk_id: int):
 
 def _chunk_collect(chunk):
     job, collector = chunk.job, chunk.job.collector
-    bound = log
     try:
         ranges = _missing(collector, chunk.symbol, chunk.start, chunk.end, force=job.force)
         if not ranges:
             status, missing, error = BackfillChunk.SKIPPED, [], ""
         else:
             status, missing, error = collect.fetch_ranges(
-                collector=collector, symbol=chunk.symbol, ranges=ranges, item=chunk, log=bound,
+                collector=collector, symbol=chunk.symbol, ranges=ranges, item=chunk,
                 origin={"backfill_id": job.pk}, may_overlap=job.force, is_cancelled=lambda: BackfillJob.objects.filter(
                     pk=job.pk, status=BackfillJob.CANCELLED).exists())
     except Exception as exc:  # never leave a chunk 'running' because of a bug
-        bound.exception("chunk_crashed")
+        log.exception("chunk_crashed")
         status, missing, error = BackfillChunk.FAILED, [], f"{type(exc).__name__}: {exc}"
     chunk.mark_finished(status, missing_ranges=collect._iso_ranges(missing), error=error)
     backfill_finish_if_done(job_id=job.pk)

@@ -240,12 +240,7 @@ class CircuitBreakerAdmin(ReadOnlyAdmin):
 
     @admin.display(description="next probe (UTC)")
     def next_probe(self, obj):
-        import datetime as dt
-
-        if obj.state == CircuitBreaker.CLOSED:
-            return "—"
-        return dt.datetime.fromtimestamp(max(obj.open_until, obj.probe_until), tz=dt.timezone.utc).strftime(
-            "%Y-%m-%d %H:%M:%S")
+        return obj.next_probe_at.strftime("%Y-%m-%d %H:%M:%S") if obj.next_probe_at else "—"
 
     @admin.action(description="Close: let requests through again now")
     def close_breakers(self, request, queryset):
@@ -269,10 +264,13 @@ class RateWindowAdmin(ReadOnlyAdmin):
     list_display = ["key", "used_now", "remaining_now", "limit", "resets_in", "blocked"]
 
     def _state(self, obj):
-        from django.conf import settings
+        """The row's budget state, computed once per row (each column reads it)."""
+        if not hasattr(obj, "_budget"):
+            from django.conf import settings
 
-        return RateWindow.state(obj.key, limit=settings.EXCHANGE_WEIGHT_BUDGET,
-                                window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
+            obj._budget = RateWindow.state(obj.key, limit=settings.EXCHANGE_WEIGHT_BUDGET,
+                                           window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
+        return obj._budget
 
     @admin.display(description="weight used")
     def used_now(self, obj):

@@ -21,7 +21,7 @@ from collectors import services, sources
 from collectors.auth import ApiKeyUser
 from collectors.models import (Candle, CircuitBreaker, CollectionRun, Collector, RateWindow, RunEvent, RunNotActive,
                                RunSymbol)
-from config.api import CursorPagination
+from config.api import CursorPagination, iso
 from config.negotiation import ContentNegotiation
 
 log = structlog.get_logger(__name__)
@@ -83,10 +83,6 @@ class UtcDateTimeField(serializers.Field):
         return iso(value)
 
 
-def iso(moment):
-    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
-
-
 def decimal_text(value):
     """A stored decimal as the exchange wrote it: never exponent notation (str() gives 0E-8)."""
     return None if value is None else format(value, "f")
@@ -104,7 +100,7 @@ class DecimalTextField(serializers.Field):
 class RejectUnknownFields:
     """Serializer mixin: a key the serializer does not know is a 400 naming it (catches typos)."""
 
-    IGNORED = {"csrfmiddlewaretoken"}  # sent by the browsable API's HTML forms
+    IGNORED = {"csrfmiddlewaretoken", "format"}  # the browsable API's forms; ?format=json
 
     def to_internal_value(self, data):
         if isinstance(data, Mapping):
@@ -698,9 +694,7 @@ class CircuitBreakerSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.DATETIME)
     def get_next_probe_at(self, breaker):
-        if breaker.state == CircuitBreaker.CLOSED:
-            return None
-        return iso(datetime.fromtimestamp(max(breaker.open_until, breaker.probe_until), tz=dt_timezone.utc))
+        return iso(breaker.next_probe_at)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_rate_budget(self, breaker):
@@ -742,7 +736,6 @@ class LogFilterSerializer(RejectUnknownFields, serializers.Serializer):
     run_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     backfill_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     request_id = serializers.CharField(required=False, max_length=64)
-    format = serializers.CharField(required=False)  # ?format=json, as on every endpoint
 
 
 class RunEventSerializer(serializers.ModelSerializer):

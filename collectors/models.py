@@ -3,7 +3,7 @@
 import math
 import os
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from croniter import croniter
@@ -407,6 +407,13 @@ class CircuitBreaker(models.Model):
 
     def __str__(self):
         return f"{self.key} ({self.state})"
+
+    @property
+    def next_probe_at(self):
+        """When an open (or probing) breaker lets the next request through; None when closed."""
+        if self.state == self.CLOSED:
+            return None
+        return datetime.fromtimestamp(max(self.open_until, self.probe_until), tz=dt_timezone.utc)
 
     @staticmethod
     def acquire(key, *, probe_seconds, now=None) -> float:

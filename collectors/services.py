@@ -241,32 +241,31 @@ def run_symbol_collect(*, run_symbol_id: int, now: datetime | None = None):
 
 def _run_symbol_collect(item: RunSymbol, *, now: datetime | None):
     run = item.run
-    bound = log
     try:
-        status, missing, error = _collect_symbol(item, now=now or timezone.now(), log=bound)
+        status, missing, error = _collect_symbol(item, now=now or timezone.now())
     except Exception as exc:  # never leave a symbol 'running' because of a bug
-        bound.exception("symbol_crashed")
+        log.exception("symbol_crashed")
         status, missing, error = RunSymbol.FAILED, [], f"{type(exc).__name__}: {exc}"
     item.mark_finished(status, missing_ranges=_iso_ranges(missing), error=error)
-    bound.info("symbol_finished", status=status, error=error or None)
+    log.info("symbol_finished", status=status, error=error or None)
     run_finish_if_done(run_id=run.pk)
     work_recover(run_id=run.pk)
     return item
 
 
-def _collect_symbol(item: RunSymbol, *, now: datetime, log):
+def _collect_symbol(item: RunSymbol, *, now: datetime):
     run, collector = item.run, item.run.collector
     ranges = plan_ranges(collector=collector, symbol=item.symbol, mode=run.mode, start=run.start,
                          end=run.end, now=now)
     if not ranges:
         return RunSymbol.SKIPPED, [], ""
     return fetch_ranges(
-        collector=collector, symbol=item.symbol, ranges=ranges, item=item, log=log,
+        collector=collector, symbol=item.symbol, ranges=ranges, item=item,
         origin={"run_id": run.pk},
         is_cancelled=lambda: CollectionRun.objects.filter(pk=run.pk, status=CollectionRun.CANCELLED).exists())
 
 
-def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_cancelled, origin,
+def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, is_cancelled, origin,
                  may_overlap: bool = False):
     """The engine's fetch loop, shared by runs and backfill chunks.
 
@@ -313,7 +312,7 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, log, is_can
                     holes = absent(int(page.start.timestamp() * 1000), int(page.end.timestamp() * 1000),
                                    slots, step_ms)
                     EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,
-                                      ranges=[(_utc(a), _utc(b)) for a, b in holes])
+                                      ranges=[(utc_from_ms(a), utc_from_ms(b)) for a, b in holes])
                     report(written, len(invalid), duplicates, revised)
                 stored += written
                 cursor = page.end
@@ -333,17 +332,13 @@ def detect_changes(*, collector: Collector, symbol: str, rows, page, origin: dic
     """Before overwriting: count fetched rows identical to stored ones (duplicates) and record
     the ones the exchange changed (revisions). One indexed range read per page; it finds
     nothing when only missing ranges are fetched, which is the usual case."""
-    stored = {
-        int(values[0].timestamp() * 1000): (*values[1:6], int(values[6].timestamp() * 1000), *values[7:])
-        for values in Candle.objects.filter(
-            collector=collector, symbol=symbol, interval=collector.series,
-            open_time__gte=page.start, open_time__lt=page.end).values_list("open_time", *REVISED_FIELDS)
-    }
+    stored = stored_values(Candle.objects.filter(collector=collector, symbol=symbol, interval=collector.series,
+                                                 open_time__gte=page.start, open_time__lt=page.end))
     if not stored:
         return 0, 0
     duplicates, revisions = compare_stored(rows, stored)
     Revision.objects.bulk_create(
-        Revision(collector=collector, symbol=symbol, series=collector.series, open_time=_utc(open_ms),
+        Revision(collector=collector, symbol=symbol, series=collector.series, open_time=utc_from_ms(open_ms),
                  changes=changes, **origin) for open_ms, changes in revisions)
     return duplicates, len(revisions)
 
@@ -353,12 +348,19 @@ def quarantine(*, collector: Collector, symbol: str, invalid, origin: dict):
     if invalid:
         QuarantinedRow.objects.bulk_create(
             QuarantinedRow(collector=collector, symbol=symbol, series=collector.series,
-                           open_time=_utc(row[0]) if isinstance(row[0], int) else None,
+                           open_time=utc_from_ms(row[0]) if isinstance(row[0], int) else None,
                            rule=rule, payload=list(row), **origin)
             for row, rule in invalid)
 
 
-def _utc(ms: int) -> datetime:
+def stored_values(candles) -> dict:
+    """{open_ms: values in quality.rules.FIELDS order, times in ms} of the candles, as
+    compare_stored takes them."""
+    return {int(v[0].timestamp() * 1000): (*v[1:6], int(v[6].timestamp() * 1000), *v[7:])
+            for v in candles.values_list("open_time", *REVISED_FIELDS)}
+
+
+def utc_from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=dt_timezone.utc)
 
 

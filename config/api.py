@@ -1,6 +1,7 @@
 """DRF plumbing shared by every API view (kept out of the apps to avoid import cycles)."""
 
 from base64 import b64decode
+from datetime import timezone as dt_timezone
 
 import structlog
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
@@ -110,3 +111,8 @@ def exception_handler(exc, context):
         return Response({"detail": "Internal error; it has been logged."},
                         status=status.HTTP_500_INTERNAL_SERVER_ERROR)
     return response
+
+
+def iso(moment):
+    """An aware datetime as ISO 8601 UTC with a Z, as every answer writes times; None stays None."""
+    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z") if moment else None

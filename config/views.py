@@ -18,12 +18,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from config.api import iso
+
 log = structlog.get_logger(__name__)
 STARTED = time.monotonic()
-
-
-def _iso(moment):
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 class HealthSerializer(serializers.Serializer):
@@ -81,8 +79,8 @@ def _collection_facts() -> dict:
     good = runs.filter(status=CollectionRun.COMPLETE).first()
     errors = runs.filter(status=CollectionRun.FAILED,
                          finished_at__gte=timezone.now() - timedelta(hours=24)).count()
-    return {"last_collection": _iso(last.finished_at) if last else None,
-            "last_successful_collection": _iso(good.finished_at) if good else None,
+    return {"last_collection": iso(last.finished_at) if last else None,
+            "last_successful_collection": iso(good.finished_at) if good else None,
             "collection_errors": errors}
 
 
@@ -95,7 +93,7 @@ def health(request):
 
     checks = run_checks("database", "workers")
     db_ok = checks["database"] is None
-    body = {"status": "healthy", "timestamp": _iso(timezone.now()), "service": "collectors",
+    body = {"status": "healthy", "timestamp": iso(timezone.now()), "service": "collectors",
             "version": settings.VERSION, "uptime_seconds": round(time.monotonic() - STARTED, 1),
             "database_connected": db_ok, "last_collection": None, "last_successful_collection": None,
             "collection_errors": None, "workers_alive": checks["workers"] is None,

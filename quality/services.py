@@ -15,13 +15,22 @@ from backfills.gaps import coverage
 from backfills.models import BackfillChunk, BackfillJob, EmptyRange
 from backfills.ranges import floor_time, slots
 from collectors.models import Candle, CollectionRun, Collector, RunSymbol
-from collectors.services import CLOSE_GRACE, source_for
+from collectors.services import CLOSE_GRACE, source_for, stored_values, utc_from_ms
+from config.api import iso
 from collectors.sources import SourceError
 from quality.models import DriftAudit, QualitySnapshot, QuarantinedRow
-from quality.rules import FIELDS as REVISED_FIELDS, RULES, compare_stored, kline_violations, record_to_kline
+from quality.rules import RULES, compare_stored, kline_violations, record_to_kline
+
+log = structlog.get_logger(__name__)
+
+
+def _midnight(day: date) -> datetime:
+    """The start of a UTC day."""
+    return datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc)
+
 
 def quality_report(*, collector: Collector, symbol: str | None = None, now: datetime | None = None) -> dict:
-    """The data-quality report of one collector (see docs in the API schema).
+    """The data-quality report of one collector, JSON-ready (see docs in the API schema).
 
     expected = interval slots from the beginning date to the last closed candle, minus the
     slots the exchange had no data for (the ledger); completeness = stored / expected;
@@ -31,7 +40,7 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
     """
     now = now or timezone.now()
     step, series = collector.grain, collector.series
-    start = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
+    start = _midnight(collector.beginning_date)
     end = floor_time(now - CLOSE_GRACE, step)  # the last closed candle, as forward runs use
     candles = Candle.objects.filter(collector=collector, interval=series, open_time__gte=start, open_time__lt=end)
     stored = {r["symbol"]: r for r in candles.values("symbol").annotate(n=Count("id"), last=Max("open_time"))}
@@ -69,7 +78,7 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
     rules = (QuarantinedRow.objects.filter(collector=collector, **({"symbol": symbol} if symbol else {}))
              .values_list("rule").annotate(n=Count("id")).order_by("-n"))
     freshest = [r["freshness_seconds"] for r in rows if r["freshness_seconds"] is not None]
-    return {"collector": collector.slug, "start": start, "end": end,
+    return {"collector": collector.slug, "start": iso(start), "end": iso(end),
             "total_records": seen, "valid_records": valid, "invalid_records": bad,
             "duplicate_records": duplicates, "revisions": sum(r["revisions"] for r in rows),
             "validation_errors": [f"{rule}: {RULES.get(rule, rule)} ({n})" for rule, n in rules],
@@ -98,12 +107,6 @@ def records_validate(*, collector: Collector, records: list, now: datetime | Non
             "valid_records": len(results) - invalid, "invalid_records": invalid, "results": results}
 
 
-log = structlog.get_logger(__name__)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
-
 
 # --- snapshots --------------------------------------------------------------------------
 
@@ -112,7 +115,6 @@ def snapshot_take(*, collector: Collector, now: datetime | None = None) -> Quali
     now = now or timezone.now()
     began = time.monotonic()
     report = quality_report(collector=collector, now=now)
-    report["start"], report["end"] = _iso(report["start"]), _iso(report["end"])
     return QualitySnapshot.objects.create(
         collector=collector, taken_at=now, score=report["data_quality_score"],
         completeness=report["completeness_ratio"], freshness_seconds=report["freshness_seconds"],
@@ -153,10 +155,9 @@ def quality_report_served(*, collector: Collector, symbol: str | None = None, li
         snapshot = collector.snapshots.order_by("-taken_at").first()
         if snapshot and (now - snapshot.taken_at).total_seconds() <= settings.QUALITY_SNAPSHOT_MAX_AGE_SECONDS \
                 and not _written_since(collector, snapshot.taken_at):
-            return {**snapshot.report, "source": "snapshot", "computed_at": _iso(snapshot.taken_at)}
+            return {**snapshot.report, "source": "snapshot", "computed_at": iso(snapshot.taken_at)}
     report = quality_report(collector=collector, symbol=symbol, now=now)
-    report["start"], report["end"] = _iso(report["start"]), _iso(report["end"])
-    return {**report, "source": "live", "computed_at": _iso(now)}
+    return {**report, "source": "live", "computed_at": iso(now)}
 
 
 def _written_since(collector: Collector, moment: datetime) -> bool:
@@ -217,7 +218,7 @@ def audit_run(*, audit_id: int, now: datetime | None = None) -> DriftAudit | Non
             unavailable += len(stored) - len(fetched)
             for open_ms, changes in revisions:
                 differing.add((symbol, open_ms))
-                differences.extend({"symbol": symbol, "open_time": _iso(_from_ms(open_ms)), "field": name,
+                differences.extend({"symbol": symbol, "open_time": iso(utc_from_ms(open_ms)), "field": name,
                                     "stored": old, "source": new} for name, (old, new) in changes.items())
         DriftAudit.objects.filter(pk=audit.pk).update(
             status=DriftAudit.COMPLETE, sampled=sampled, differing=len(differing), unavailable=unavailable,
@@ -281,13 +282,11 @@ def _symbols_seen(collector: Collector) -> list[str]:
 
 
 def _stored_values(collector: Collector, symbol: str, times: list[datetime]) -> dict:
-    """{open_ms: values in compare_stored's FIELDS order} for the sampled candles."""
+    """The sampled candles as compare_stored takes them, 500 keys per query."""
+    candles = Candle.objects.filter(collector=collector, symbol=symbol, interval=collector.series)
     result = {}
     for i in range(0, len(times), 500):
-        for values in Candle.objects.filter(collector=collector, symbol=symbol, interval=collector.series,
-                                            open_time__in=times[i:i + 500]).values_list("open_time",
-                                                                                       *REVISED_FIELDS):
-            result[_ms(values[0])] = (*values[1:6], _ms(values[6]), *values[7:])
+        result.update(stored_values(candles.filter(open_time__in=times[i:i + 500])))
     return result
 
 
@@ -301,18 +300,10 @@ def _refetch(source, symbol: str, wanted_ms: list[int], step: timedelta) -> dict
         j = i
         while j + 1 < len(wanted_ms) and wanted_ms[j + 1] - wanted_ms[i] < 1000 * step_ms:
             j += 1
-        for page in source.fetch(symbol, _from_ms(wanted_ms[i]), _from_ms(wanted_ms[j] + step_ms)):
+        for page in source.fetch(symbol, utc_from_ms(wanted_ms[i]), utc_from_ms(wanted_ms[j] + step_ms)):
             fetched.update((row[0], row) for row in page.rows if row[0] in wanted)
         i = j + 1
     return fetched
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=dt_timezone.utc)
 
 
 # --- coverage grid ----------------------------------------------------------------------
@@ -327,15 +318,15 @@ def coverage_grid(*, collector: Collector, first_day: date, last_day: date,
     now = now or timezone.now()
     step, series = collector.grain, collector.series
     day = timedelta(days=1)
-    lo = datetime.combine(first_day, dtime(0), tzinfo=dt_timezone.utc)
-    hi = datetime.combine(last_day, dtime(0), tzinfo=dt_timezone.utc) + day
-    beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
+    lo = _midnight(first_day)
+    hi = _midnight(last_day) + day
+    beginning = _midnight(collector.beginning_date)
     window = (max(lo, beginning), min(hi, floor_time(now - CLOSE_GRACE, step)))
     days = [first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)]
     index = {d: i for i, d in enumerate(days)}
 
     def expected_of(d):  # closed, wanted slots of day d
-        midnight = datetime.combine(d, dtime(0), tzinfo=dt_timezone.utc)
+        midnight = _midnight(d)
         start, end = max(midnight, window[0]), min(midnight + day, window[1])
         return slots([(start, end)], step) if start < end else 0
 
@@ -348,7 +339,7 @@ def coverage_grid(*, collector: Collector, first_day: date, last_day: date,
         counts = no_data.get(symbol)
         start, end = max(start, window[0]), min(end, window[1])
         while counts is not None and start < end:
-            stop = min(datetime.combine(start.date(), dtime(0), tzinfo=dt_timezone.utc) + day, end)
+            stop = min(_midnight(start.date()) + day, end)
             counts[index[start.date()]] += slots([(start, stop)], step)
             start = stop
     quarantined = defaultdict(int)
@@ -410,17 +401,15 @@ def coverage_day(*, collector: Collector, symbol: str, day: date, now: datetime 
     """One cell of the grid in detail: the missing ranges, no-data ranges and quarantined rows."""
     now = now or timezone.now()
     step = collector.grain
-    beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
-    start = max(datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc), beginning)
-    end = min(datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc) + timedelta(days=1),
-              floor_time(now - CLOSE_GRACE, step))
+    day_start, day_end = _midnight(day), _midnight(day) + timedelta(days=1)
+    start = max(day_start, _midnight(collector.beginning_date))
+    end = min(day_end, floor_time(now - CLOSE_GRACE, step))
     missing, no_data = coverage(collector=collector, symbol=symbol, start=start, end=end) \
         if start < end else ([], [])
     stored = Candle.objects.filter(collector=collector, symbol=symbol, interval=collector.series,
                                    open_time__gte=start, open_time__lt=end).count() if start < end else 0
     quarantined = QuarantinedRow.objects.filter(
-        collector=collector, symbol=symbol, open_time__gte=datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc),
-        open_time__lt=datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc) + timedelta(days=1))
+        collector=collector, symbol=symbol, open_time__gte=day_start, open_time__lt=day_end)
     return {"symbol": symbol, "day": day, "start": start, "end": end, "stored": stored,
             "expected": max(slots([(start, end)], step) - slots(no_data, step), 0) if start < end else 0,
             "missing": missing, "no_data": no_data, "missing_slots": slots(missing, step),

@@ -70,15 +70,24 @@ def test_trigger_over_http_is_collected_by_qcluster_and_a_rerun_skips_everything
         worker.stop()
 
 
-def test_a_run_survives_kill_minus_9_of_its_qcluster_and_finishes_with_exact_data(emulator, tmp_path):
-    emulator.configure(slow_ms=40)  # so the kill lands in the middle of the run
-    symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "ETHBTC"]
-    collector = CollectorFactory(slug="e2e-kill", config={"base_url": emulator.url, "interval": "1h"},
-                                 symbols=symbols, beginning_date=datetime(2023, 1, 1).date())
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "ETHBTC"]
+
+
+def long_run(emulator, slug):
+    """A queued backward run of 8 symbols x 2.5 years, slowed so a signal lands mid-run."""
     from collectors import services
 
+    emulator.configure(slow_ms=40)
+    collector = CollectorFactory(slug=slug, config={"base_url": emulator.url, "interval": "1h"},
+                                 symbols=SYMBOLS, beginning_date=datetime(2023, 1, 1).date())
     run = services.run_trigger(collector=collector, mode="backward",
                                end=datetime(2025, 6, 30, 23, tzinfo=timezone.utc), triggered_by="tests")
+    return collector, run
+
+
+def test_a_run_survives_kill_minus_9_of_its_qcluster_and_finishes_with_exact_data(emulator, tmp_path):
+    collector, run = long_run(emulator, "e2e-kill")
+    symbols = SYMBOLS
     first = start_qcluster(tmp_path, "first")
     try:
         wait_for(lambda: RunSymbol.objects.filter(run=run, status=RunSymbol.COMPLETE).exists()
@@ -115,14 +124,8 @@ def test_a_run_survives_kill_minus_9_of_its_qcluster_and_finishes_with_exact_dat
 def test_sigterm_to_qcluster_mid_run_stops_it_and_the_run_resumes_exactly(emulator, tmp_path):
     import signal
 
-    emulator.configure(slow_ms=40)
-    symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "ETHBTC"]
-    collector = CollectorFactory(slug="e2e-term", config={"base_url": emulator.url, "interval": "1h"},
-                                 symbols=symbols, beginning_date=datetime(2023, 1, 1).date())
-    from collectors import services
-
-    run = services.run_trigger(collector=collector, mode="backward",
-                               end=datetime(2025, 6, 30, 23, tzinfo=timezone.utc), triggered_by="tests")
+    collector, run = long_run(emulator, "e2e-term")
+    symbols = SYMBOLS
     first = start_qcluster(tmp_path, "first")
     try:
         wait_for(lambda: RunSymbol.objects.filter(run=run, status=RunSymbol.RUNNING).exists(),

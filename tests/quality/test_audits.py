@@ -1,7 +1,6 @@
 """Drift audits: a random sample of stored candles re-fetched and compared with the source."""
 
 import random
-from datetime import datetime, timezone
 
 import pytest
 
@@ -10,16 +9,9 @@ from collectors.models import Candle
 from quality import services as quality
 from quality.models import DriftAudit
 from tests.factories import CollectorFactory
+from tests.quality.conftest import ms, utc
 
 pytestmark = pytest.mark.django_db
-
-
-def utc(*args):
-    return datetime(*args, tzinfo=timezone.utc)
-
-
-def ms(moment):
-    return int(moment.timestamp() * 1000)
 
 
 @pytest.fixture

@@ -1,16 +1,13 @@
 """The coverage grid: stored vs expected per symbol and day, no-data apart, quarantine marked."""
 
-from datetime import date, datetime, timezone
+from datetime import date
 
 import pytest
 
 from quality.services import coverage_day, coverage_grid
+from tests.quality.conftest import utc
 
 pytestmark = pytest.mark.django_db
-
-
-def utc(*args):
-    return datetime(*args, tzinfo=timezone.utc)
 
 
 def test_each_cell_counts_stored_expected_no_data_and_quarantined(covered):

@@ -1,7 +1,5 @@
 """Invalid candles from the exchange are quarantined with their rule; the rest is stored."""
 
-from datetime import datetime, timezone
-
 import pytest
 
 from backfills.models import EmptyRange
@@ -9,17 +7,10 @@ from collectors import services
 from collectors.models import Candle
 from quality.models import QuarantinedRow
 from tests.factories import CollectorFactory
+from tests.quality.conftest import ms, utc
 
 pytestmark = pytest.mark.django_db
 H = 3_600_000
-
-
-def utc(*args):
-    return datetime(*args, tzinfo=timezone.utc)
-
-
-def ms(moment):
-    return int(moment.timestamp() * 1000)
 
 
 def collect(collector, **kwargs):

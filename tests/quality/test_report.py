@@ -7,17 +7,10 @@ import pytest
 from collectors import services
 from collectors.models import Candle
 from tests.factories import CollectorFactory
+from tests.quality.conftest import ms, utc
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2025, 3, 1, 0, 0, 30, tzinfo=timezone.utc)  # the report's window ends 2025-03-01 00:00
-
-
-def utc(*args):
-    return datetime(*args, tzinfo=timezone.utc)
-
-
-def ms(moment):
-    return int(moment.timestamp() * 1000)
 
 
 @pytest.fixture

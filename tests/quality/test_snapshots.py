@@ -10,13 +10,10 @@ from collectors.models import Candle
 from quality import services as quality
 from quality.models import DriftAudit, QualitySnapshot
 from tests.factories import CollectorFactory
+from tests.quality.conftest import utc
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2025, 3, 1, 0, 0, 30, tzinfo=timezone.utc)
-
-
-def utc(*args):
-    return datetime(*args, tzinfo=timezone.utc)
 
 
 @pytest.fixture
