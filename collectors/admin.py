@@ -69,8 +69,9 @@ class CollectorForm(forms.ModelForm):
 @admin.register(Collector)
 class CollectorAdmin(admin.ModelAdmin):
     form = CollectorForm
-    list_display = ["slug", "name", "kind", "interval", "symbol_rule", "enabled", "schedule", "next_run",
-                    "last_run", "quality"]
+    # The kind is in the filter; without its column the quality links fit beside the sidebar.
+    list_display = ["slug", "name", "interval", "symbol_rule", "enabled", "schedule", "next_run", "last_run",
+                    "quality"]
     list_filter = ["kind", "enabled"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
