@@ -27,7 +27,7 @@ class BackfillRequestSerializer(RejectUnknownFields, serializers.Serializer):
                                      help_text="Fetch and overwrite even where data exists.")
 
     def validate_collector(self, slug):
-        return collector_by_slug(slug)
+        return collector_by_slug(slug, candles_for="backfills")
 
 
 def _estimate_body(estimate: dict) -> dict:
@@ -163,7 +163,7 @@ class GapsFilterSerializer(serializers.Serializer):
     end = UtcDateTimeField(required=False, end_of_day=True)
 
     def validate_collector(self, slug):
-        return collector_by_slug(slug)
+        return collector_by_slug(slug, candles_for="gap reports")
 
 
 class Gaps(ApiView, APIView):

@@ -68,6 +68,7 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
                       now=None) -> dict:
     """What a backfill would fetch, per symbol and in total; nothing is started or stored."""
     now = now or timezone.now()
+    collect.series_required(collector=collector, what="backfills")
     if start and end and end < start:
         raise collect.TriggerError("end_date", "end_date is before start_date.")
     if start and start > now:
@@ -100,6 +101,7 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
 def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now=None) -> dict:
     """Missing ranges and ranges the exchange had no data for, per symbol, kept apart."""
     now = now or timezone.now()
+    collect.series_required(collector=collector, what="gap reports")
     lo, hi = _window(collector, start, end, now)
     symbols = symbols or collector.symbols or list(
         collector.candles.values_list("symbol", flat=True).distinct().order_by("symbol"))

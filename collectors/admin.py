@@ -10,7 +10,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from collectors import services
-from collectors.models import (Alert, ApiKey, Candle, CircuitBreaker, CollectionRun, Collector, RateWindow,
+from collectors.models import (Alert, ApiKey, Article, Candle, CircuitBreaker, CollectionRun, Collector, RateWindow,
                                RunSymbol)
 
 admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
@@ -84,8 +84,12 @@ class CollectorAdmin(admin.ModelAdmin):
         from quality.services import audit_start
 
         for collector in queryset:
-            audit = audit_start(collector=collector, sample_size=settings.AUDIT_SAMPLE_SIZE,
-                                triggered_by=f"admin:{request.user.get_username()}")
+            try:
+                audit = audit_start(collector=collector, sample_size=settings.AUDIT_SAMPLE_SIZE,
+                                    triggered_by=f"admin:{request.user.get_username()}")
+            except services.TriggerError as error:
+                messages.error(request, error.message)
+                continue
             messages.success(request, format_html(
                 '<a href="{}">Audit {}</a> of {} queued ({} candles).',
                 reverse("admin:quality_driftaudit_change", args=[audit.pk]), audit.pk, collector.slug,
@@ -102,6 +106,10 @@ class CollectorAdmin(admin.ModelAdmin):
 
     @admin.display(description="quality")
     def quality(self, obj):
+        if obj.grain is None:  # events: no expected count per day; browse the rows instead
+            return format_html('<a href="{}">report</a> · <a href="{}?collector__id__exact={}">articles</a>',
+                               reverse("admin:quality_report", args=[obj.pk]),
+                               reverse("admin:collectors_article_changelist"), obj.pk)
         return format_html('<a href="{}">report</a> · <a href="{}">coverage</a>',
                            reverse("admin:quality_report", args=[obj.pk]),
                            reverse("admin:quality_coverage", args=[obj.pk]))
@@ -229,6 +237,32 @@ class CandleAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # stored data is removed by retention jobs, not by hand
+
+
+@admin.register(Article)
+class ArticleAdmin(ReadOnlyAdmin):
+    """News read by rss_news collectors, each article once (by guid, else link)."""
+
+    list_display = ["headline", "source", "published_at", "author_names", "fetched_at", "collector"]
+    list_filter = ["collector", "source"]
+    search_fields = ["title"]
+    date_hierarchy = "published_at"
+    list_per_page = 100
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Article._meta.fields]
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser  # a deleted article comes back with the next gap_fill run
+
+    @admin.display(description="title", ordering="title")
+    def headline(self, obj):
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', obj.url, obj.title[:120]) \
+            if obj.url else obj.title[:120]
+
+    @admin.display(description="authors")
+    def author_names(self, obj):
+        return ", ".join(obj.authors)
 
 
 @admin.register(CircuitBreaker)

@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from collectors import services, sources
 from collectors.auth import ApiKeyUser
-from collectors.models import (Candle, CircuitBreaker, CollectionRun, Collector, RateWindow, RunEvent, RunNotActive,
+from collectors.models import (Article, Candle, CircuitBreaker, CollectionRun, Collector, RateWindow, RunEvent, RunNotActive,
                                RunSymbol)
 from config.api import CursorPagination, iso
 from config.negotiation import ContentNegotiation
@@ -117,10 +117,13 @@ def validated(serializer_class, data):
     return serializer.validated_data
 
 
-def collector_by_slug(slug: str) -> Collector:
+def collector_by_slug(slug: str, *, candles_for: str = "") -> Collector:
+    """The collector named `slug`; with `candles_for` (what needs it), one that stores candles."""
     collector = Collector.objects.filter(slug=slug).first()
     if collector is None:
         raise ValidationError(f"Unknown collector {slug!r}.")
+    if candles_for and collector.grain is None:
+        raise ValidationError(services.no_series_message(collector=collector, what=candles_for))
     return collector
 
 
@@ -678,6 +681,68 @@ class CandleList(ApiView, generics.ListAPIView):
         response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return response
+
+
+class ArticleSerializer(serializers.ModelSerializer):
+    published_at = UtcDateTimeField(read_only=True)
+    fetched_at = UtcDateTimeField(read_only=True)
+
+    class Meta:
+        model = Article
+        fields = ["source", "guid", "url", "title", "summary", "published_at", "authors", "fetched_at"]
+
+
+class ArticleFilterSerializer(serializers.Serializer):
+    collector = serializers.SlugField(help_text="Slug of an rss_news collector")
+    source = serializers.CharField(required=False, max_length=32, help_text="A feed's name (its symbol).")
+    start = UtcDateTimeField(required=False, help_text="Earliest published_at (inclusive).")
+    end = UtcDateTimeField(required=False, end_of_day=True,
+                           help_text="Latest published_at (inclusive; a bare date means the whole day).")
+
+    def validate_collector(self, slug):
+        collector = collector_by_slug(slug)
+        if getattr(collector.source_class, "model", None) != "collectors.Article":
+            raise ValidationError(f"Collector {slug} ({collector.kind}) does not store articles.")
+        return collector
+
+    def validate(self, attrs):
+        if "start" in attrs and "end" in attrs and attrs["end"] < attrs["start"]:
+            raise ValidationError({"end": ["end is before start."]})
+        source = attrs.get("source")
+        if source is not None:
+            source = attrs["source"] = source.strip().upper()
+            if source not in attrs["collector"].symbols:
+                raise ValidationError({"source": [f"Not a feed of {attrs['collector'].slug}; its feeds: "
+                                                  f"{', '.join(attrs['collector'].symbols)}."]})
+        return attrs
+
+
+class ArticlePagination(CursorPagination):
+    ordering = ("-published_at", "-id")
+    page_size = 100
+
+
+class ArticleList(ApiView, generics.ListAPIView):
+    """Stored news articles of an rss_news collector, newest first (each article once)."""
+
+    serializer_class = ArticleSerializer
+    pagination_class = ArticlePagination
+
+    @extend_schema(parameters=[ArticleFilterSerializer], responses={200: ArticleSerializer(many=True),
+                                                                    400: BAD_REQUEST})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        filters = validated(ArticleFilterSerializer, self.request.query_params)
+        articles = Article.objects.filter(collector=filters["collector"])
+        if "source" in filters:
+            articles = articles.filter(source=filters["source"])
+        if "start" in filters:
+            articles = articles.filter(published_at__gte=filters["start"])
+        if "end" in filters:
+            articles = articles.filter(published_at__lte=filters["end"])
+        return articles
 
 
 # --- upstreams ------------------------------------------------------------------------

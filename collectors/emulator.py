@@ -15,9 +15,12 @@ padded). Control endpoints, weightless and left out of ``stats()``: ``GET /_emul
 ``POST /_emulator/reset``, ``GET /_emulator/config``, ``POST /_emulator/config`` (JSON object of
 config changes).
 
+News feeds too (``/feeds/markets.rss``, ``/feeds/research.atom``, ``/feeds/broken.rss``; see
+collectors/emulator_feeds.py): weightless, with conditional GET, and the same injected faults.
+
 Config keys (all optional; see _DEFAULTS): symbols, listings, delistings, outages, revisions,
 invalid_rows, now_ms, seed, error_rate, error_statuses, rate_429, retry_after, slow_ms,
-malformed_rate, window_seconds, weight_limit, ban_after_429s, ban_seconds. Row keys of revisions
+malformed_rate, window_seconds, weight_limit, ban_after_429s, ban_seconds, feed_items. Row keys of revisions
 and invalid_rows are (symbol, open_time_ms), (symbol, interval, open_time_ms), "SYMBOL:open_time_ms"
 or "SYMBOL:interval:open_time_ms"; the two-part forms apply to every interval.
 
@@ -41,7 +44,7 @@ when ``now_ms`` freezes the market clock. A request that would exceed ``weight_l
 429 and does not count; ``X-MBX-USED-WEIGHT-1M`` is the client's weight in the current window
 (including the request when it was accepted). With ``ban_after_429s`` = N, a client that sends
 again after N weight-429s in a window is banned for ``ban_seconds`` (418 + Retry-After).
-Injected faults (seeded ``random.Random(seed)``, one draw per klines/ticker request) come after
+Injected faults (seeded ``random.Random(seed)``, one draw per klines/ticker/feed request) come after
 the weight accounting, so they cost weight like real failures.
 """
 
@@ -58,6 +61,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+
+from collectors.emulator_feeds import feed_response
 
 __all__ = ["ExchangeEmulator", "kline", "INTERVAL_MS", "DEFAULT_SYMBOLS", "DEFAULT_LISTING_MS"]
 
@@ -338,6 +343,7 @@ _DEFAULTS = {
     "revisions": {},
     "invalid_rows": {},
     "now_ms": None,
+    "feed_items": 20,  # entries each news feed shows
     "seed": 42,
     "error_rate": 0.0,
     "error_statuses": [500, 502, 503],
@@ -424,6 +430,9 @@ class _Config:
         self.ban_after_429s = None if raw["ban_after_429s"] is None else int(raw["ban_after_429s"])
         self.ban_seconds = float(raw["ban_seconds"])
         self.seed = int(raw["seed"])
+        self.feed_items = int(raw["feed_items"])
+        if not 1 <= self.feed_items <= 1000:
+            raise ValueError("feed_items must be between 1 and 1000")
 
     def public(self) -> dict:
         """JSON-able view (row keys as "SYMBOL[:interval]:open_time_ms")."""
@@ -662,7 +671,10 @@ class ExchangeEmulator:
             return
         cfg = self._cfg
         try:
-            status, payload, ctype, headers = self._api(cfg, method, path, query, ip)
+            if path.startswith("/feeds/"):
+                status, payload, ctype, headers = self._feed(cfg, method, path, h)
+            else:
+                status, payload, ctype, headers = self._api(cfg, method, path, query, ip)
         except Exception as exc:  # a bug here must not hang the client
             status, ctype, headers = 500, "application/json", []
             payload = orjson.dumps({"code": -1000, "msg": f"Emulator error: {exc!r}"})
@@ -782,6 +794,30 @@ class ExchangeEmulator:
         if fault == "malformed":
             payload = self._malform(path, result, payload)
         return 200, payload, "application/json", headers
+
+    def _feed(self, cfg: _Config, method: str, path: str, h):
+        """A news feed (weightless; faults injected like on klines)."""
+        with self._lock:
+            self._requests += 1
+            self._by_path[path] = self._by_path.get(path, 0) + 1
+        now = cfg.now_ms if cfg.now_ms is not None else int(time.time() * 1000)
+        host = h.headers.get("Host") or f"{h.server.server_address[0]}:{h.server.server_address[1]}"
+        answer = feed_response(path.removeprefix("/feeds/"), now_ms=now, items=cfg.feed_items,
+                               base=f"http://{host}", if_none_match=h.headers.get("If-None-Match"),
+                               if_modified_since=h.headers.get("If-Modified-Since")) \
+            if method == "GET" else None
+        if answer is None:
+            return 404, b"Not found", "text/plain", []
+        fault = self._draw_fault(cfg)
+        if fault == "429":
+            return 429, b"Too many requests", "text/plain", [("Retry-After", str(cfg.retry_after))]
+        if fault == "error":
+            status = self._choice(cfg.error_statuses)
+            return status, _HTML_ERROR.format(status=status, reason="Error").encode(), "text/html", []
+        status, payload, ctype, headers = answer
+        if fault == "malformed" and status == 200:
+            payload = payload[: max(1, len(payload) // 3)]
+        return status, payload, ctype, headers
 
     def _draw_fault(self, cfg: _Config) -> str | None:
         if not (cfg.rate_429 or cfg.error_rate or cfg.malformed_rate):

@@ -2,10 +2,14 @@
 
 It owns the keep-alive session, timeouts, the request-weight budget shared by all workers
 (RateWindow rows in the database), the circuit breaker shared the same way (CircuitBreaker),
-retries with exponential backoff that honour Retry-After, and the counters a run reports. Tests mock upstreams here (or use the emulator), never deeper.
+retries with exponential backoff that honour Retry-After, conditional GET (ETag and
+Last-Modified kept per caller in HttpValidator rows), the metrics, and the counters a run
+reports. Budget and breaker are per host, so one Upstream may call absolute URLs on several
+hosts (feeds). Tests mock upstreams here (or use the emulator), never deeper.
 """
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -26,12 +30,25 @@ class MalformedResponse(ValueError):
     """A 200 whose body is not what the endpoint promises (retried like a 5xx)."""
 
 
-def _session(base_url: str) -> requests.Session:
-    session = _sessions.get(base_url)
+def _session(host: str) -> requests.Session:
+    session = _sessions.get(host)
     if session is None:
-        session = _sessions[base_url] = requests.Session()
+        session = _sessions[host] = requests.Session()
         session.headers["User-Agent"] = "market-data-collectors/1"
     return session
+
+
+@dataclass
+class Document:
+    """A fetched document; `not_modified` (HTTP 304) when the remembered validators still hold."""
+
+    url: str
+    content: bytes = b""
+    content_type: str = ""
+    etag: str = ""
+    last_modified: str = ""
+    not_modified: bool = False
+    parsed: Any = None  # what get_document's `parse` made of the content
 
 
 def _retry_after(response) -> float | None:
@@ -42,20 +59,29 @@ def _retry_after(response) -> float | None:
 
 
 class Upstream:
-    """Calls to one upstream host, with the shared budget, retries and counters."""
+    """Calls to one upstream (or to absolute URLs), with the shared budget, retries and counters."""
 
-    def __init__(self, base_url: str, *, retries: int = 3, backoff: float = 2.0,
+    def __init__(self, base_url: str = "", *, retries: int = 3, backoff: float = 2.0,
                  weight_header: str | None = None, on_wait: Callable[[], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, validator_scope: str = "",
+                 use_validators: bool = True):
         self.base_url = base_url.rstrip("/")
-        self.budget_key = urlsplit(self.base_url).netloc
         self.retries, self.backoff = retries, backoff
         self.weight_header = weight_header
         self.on_wait = on_wait
+        self.validator_scope = validator_scope  # whose conditional-GET validators (a collector)
+        self.use_validators = use_validators    # False: read documents whole even if unchanged
         self._sleep = sleep
         self.requests = 0            # HTTP requests sent
         self.retried = 0             # of which retries
         self.throttled_seconds = 0.0  # time spent waiting for the weight budget or the breaker
+
+    @property
+    def budget_key(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.base_url + path
 
     def wait(self, seconds: float):
         """Sleep in short slices so the caller's heartbeat stays fresh."""
@@ -65,78 +91,119 @@ class Upstream:
             if self.on_wait:
                 self.on_wait()
 
-    def _reserve(self, weight: int):
+    def _reserve(self, key: str, weight: int):
         if not settings.ENABLE_RATE_LIMITING:
             return
         from collectors.models import RateWindow  # the budget lives in the shared database
 
-        while wait := RateWindow.reserve(self.budget_key, weight=weight,
-                                         limit=settings.EXCHANGE_WEIGHT_BUDGET,
+        while wait := RateWindow.reserve(key, weight=weight, limit=settings.EXCHANGE_WEIGHT_BUDGET,
                                          window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS):
             self.throttled_seconds += wait
-            log.debug("rate_budget_wait", upstream=self.budget_key, seconds=round(wait, 2))
+            log.debug("rate_budget_wait", upstream=key, seconds=round(wait, 2))
             self.wait(wait)
 
-    def _pass_breaker(self, waited: list):
+    def _pass_breaker(self, key: str, waited: list):
         """Wait once per call while the upstream's breaker is open; refused again after that (its
         probe failed too) or for longer than HTTP_MAX_RETRY_AFTER_SECONDS, the call fails, so a
         dead upstream ends symbols `partial` in about one timeout instead of queueing them."""
         from collectors.models import CircuitBreaker
 
         probe = settings.HTTP_TIMEOUT_SECONDS + 5  # a probe's worker is presumed dead after this
-        while wait := CircuitBreaker.acquire(self.budget_key, probe_seconds=probe):
+        while wait := CircuitBreaker.acquire(key, probe_seconds=probe):
             if waited[0] or wait > settings.HTTP_MAX_RETRY_AFTER_SECONDS:
-                raise SourceError(f"circuit breaker of {self.budget_key} is open for {wait:.0f} s more",
+                raise SourceError(f"circuit breaker of {key} is open for {wait:.0f} s more",
                                   retry_after=wait)
             # Polls while another worker's probe is out (half-open) do not count as the wait.
-            if CircuitBreaker.objects.filter(key=self.budget_key, state=CircuitBreaker.OPEN).exists():
+            if CircuitBreaker.objects.filter(key=key, state=CircuitBreaker.OPEN).exists():
                 waited[0] = True
             self.throttled_seconds += wait
-            log.info("circuit_open_wait", upstream=self.budget_key, seconds=round(wait, 2))
+            log.info("circuit_open_wait", upstream=key, seconds=round(wait, 2))
             self.wait(wait)
 
-    def _failed(self, error: SourceError):
+    def _failed(self, key: str, error: SourceError):
         from collectors.models import CircuitBreaker
 
-        if CircuitBreaker.record_failure(self.budget_key, threshold=settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+        if CircuitBreaker.record_failure(key, threshold=settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD,
                                          timeout=settings.CIRCUIT_BREAKER_TIMEOUT, error=str(error)):
-            self._opened(str(error), settings.CIRCUIT_BREAKER_TIMEOUT)
+            self._opened(key, str(error), settings.CIRCUIT_BREAKER_TIMEOUT)
 
-    def _opened(self, error: str, seconds: float):
+    @staticmethod
+    def _opened(key: str, error: str, seconds: float):
         from collectors.alerts import alert_raise
 
-        log.warning("circuit_opened", upstream=self.budget_key, error=error, seconds=seconds)
-        alert_raise(kind="circuit_open", key=f"circuit_open:{self.budget_key}",
-                    summary=f"Circuit breaker of {self.budget_key} opened for {seconds:g} s: {error}",
-                    details={"upstream": self.budget_key, "error": error, "seconds": seconds})
+        log.warning("circuit_opened", upstream=key, error=error, seconds=seconds)
+        alert_raise(kind="circuit_open", key=f"circuit_open:{key}",
+                    summary=f"Circuit breaker of {key} opened for {seconds:g} s: {error}",
+                    details={"upstream": key, "error": error, "seconds": seconds})
 
-    def _observe(self, response):
+    def _observe(self, key: str, response):
         if not (settings.ENABLE_RATE_LIMITING and self.weight_header):
             return
         from collectors.models import RateWindow
 
         used = response.headers.get(self.weight_header)
         if used and used.isdigit():
-            RateWindow.observe(self.budget_key, used=int(used),
-                               window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
+            RateWindow.observe(key, used=int(used), window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
 
-    def _block(self, seconds: float):
+    @staticmethod
+    def _block(key: str, seconds: float):
         if settings.ENABLE_RATE_LIMITING:
             from collectors.models import RateWindow
 
-            RateWindow.block(self.budget_key, until=time.time() + seconds)
+            RateWindow.block(key, until=time.time() + seconds)
 
     def get_json(self, path: str, params: dict | None = None, *, weight: int = 1,
                  parse: Callable[[Any], Any] = lambda data: data) -> Any:
         """GET and decode JSON; retry transient failures; raise SourceError when done trying."""
-        url = self.base_url + path
+        return self._request(path, params, weight, lambda response: parse(orjson.loads(response.content)))
+
+    def get_document(self, url: str, *, conditional: bool = True, weight: int = 1,
+                     parse: Callable[["Document"], Any] | None = None) -> Document:
+        """GET a document (a feed) as bytes, `parsed` by `parse` (raise MalformedResponse there
+        to have it retried). With `conditional`, send the ETag/Last-Modified remembered for this
+        scope and URL; an unchanged document comes back `not_modified`. Call `remember()` once
+        what was read from it is stored, not before."""
+        url = self._url(url)
+        headers = {}
+        if conditional and self.use_validators:
+            from collectors.models import HttpValidator
+
+            known = HttpValidator.lookup(scope=self.validator_scope, url=url)
+            if known and known.etag:
+                headers["If-None-Match"] = known.etag
+            if known and known.last_modified:
+                headers["If-Modified-Since"] = known.last_modified
+
+        def document(response) -> Document:
+            if response.status_code == 304:
+                return Document(url=url, not_modified=True)
+            fetched = Document(url=url, content=response.content,
+                               content_type=response.headers.get("Content-Type", ""),
+                               etag=response.headers.get("ETag", ""),
+                               last_modified=response.headers.get("Last-Modified", ""))
+            if parse:
+                fetched.parsed = parse(fetched)
+            return fetched
+
+        return self._request(url, None, weight, document, headers=headers)
+
+    def remember(self, document: Document):
+        """Keep the document's validators for the next conditional GET (and when it was checked)."""
+        from collectors.models import HttpValidator
+
+        HttpValidator.remember(scope=self.validator_scope, url=document.url, etag=document.etag,
+                               last_modified=document.last_modified, changed=not document.not_modified)
+
+    def _request(self, path: str, params, weight: int, decode, *, headers=None):
+        url = self._url(path)
+        key = urlsplit(url).netloc
         attempt, waited = 0, [False]
         while True:
-            self._pass_breaker(waited)
-            self._reserve(weight)
+            self._pass_breaker(key, waited)
+            self._reserve(key, weight)
             try:
                 self.requests += 1
-                return self._get_once(url, params, parse)
+                return self._get_once(url, key, params, decode, headers)
             except SourceError as error:
                 if error.permanent or attempt >= self.retries:
                     raise
@@ -148,7 +215,7 @@ class Upstream:
                 log.info("upstream_retry", url=path, attempt=attempt, delay=delay, error=str(error))
                 self.wait(delay)
 
-    def _get_once(self, url, params, parse):
+    def _get_once(self, url, key, params, decode, headers):
         """One request. The breaker counts network errors, 5xx and malformed bodies as failures,
         any other answer as success; a 418 (IP ban) opens it until the ban ends."""
         from collectors.models import CircuitBreaker
@@ -157,36 +224,37 @@ class Upstream:
         began = time.perf_counter()
         try:
             try:
-                response = _session(self.base_url).get(url, params=params,
-                                                       timeout=settings.HTTP_TIMEOUT_SECONDS)
+                response = _session(key).get(url, params=params, headers=headers,
+                                             timeout=settings.HTTP_TIMEOUT_SECONDS)
             except requests.RequestException as error:
-                observe_upstream(self.budget_key, endpoint, "error", time.perf_counter() - began)
+                observe_upstream(key, endpoint, "error", time.perf_counter() - began)
                 raise SourceError(f"{type(error).__name__}: {error}") from error
-            observe_upstream(self.budget_key, endpoint, str(response.status_code), time.perf_counter() - began)
-            self._observe(response)
+            observe_upstream(key, endpoint, str(response.status_code), time.perf_counter() - began)
+            self._observe(key, response)
             status = response.status_code
             if status in (418, 429):
                 retry_after = _retry_after(response) or 1.0
-                self._block(retry_after)
+                self._block(key, retry_after)
                 error = SourceError(f"HTTP {status} (rate limited, retry after {retry_after:g}s)",
                                     status=status, retry_after=retry_after)
-                if status == 418 and CircuitBreaker.trip(self.budget_key, until=time.time() + retry_after,
+                if status == 418 and CircuitBreaker.trip(key, until=time.time() + retry_after,
                                                          error=str(error)):
-                    self._opened(str(error), retry_after)
+                    self._opened(key, str(error), retry_after)
                 raise error
             if status >= 500:
                 raise SourceError(f"HTTP {status} from upstream", status=status)
-            result = self._decode(response, parse)
+            result = self._decode(response, decode)
         except SourceError as error:
             if error.permanent:  # a 4xx about the request: the upstream itself is answering
-                CircuitBreaker.record_success(self.budget_key)
+                CircuitBreaker.record_success(key)
             elif error.status not in (418, 429):  # rate limits belong to the weight budget
-                self._failed(error)
+                self._failed(key, error)
             raise
-        CircuitBreaker.record_success(self.budget_key)
+        CircuitBreaker.record_success(key)
         return result
 
-    def _decode(self, response, parse):
+    @staticmethod
+    def _decode(response, decode):
         status = response.status_code
         if status >= 400:
             try:
@@ -196,7 +264,7 @@ class Upstream:
                 message = response.text[:200]
             raise SourceError(f"HTTP {status}: {message}", permanent=True, status=status)
         try:
-            return parse(orjson.loads(response.content))
+            return decode(response)
         except (orjson.JSONDecodeError, MalformedResponse, ValueError, TypeError, KeyError,
                 IndexError) as error:
             raise SourceError(f"Malformed response body: {error}", status=status) from error

@@ -134,7 +134,8 @@ class DatabaseCollector:
             for row in snapshot.report.get("symbols", []):
                 if row.get("freshness_seconds") is not None:
                     fresh.add_metric([slug, row["symbol"]], row["freshness_seconds"])
-                complete.add_metric([slug, row["symbol"]], row["completeness_ratio"])
+                if row.get("completeness_ratio") is not None:  # events have no expected count
+                    complete.add_metric([slug, row["symbol"]], row["completeness_ratio"])
         yield from (fresh, complete, age)
 
     def _queue(self):

@@ -1,5 +1,6 @@
 """Collectors, their runs with per-symbol results, stored candles, API keys, rate windows."""
 
+import hashlib
 import math
 import os
 import time
@@ -33,10 +34,12 @@ def default_schedule():
 class Collector(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
-    kind = models.CharField(max_length=64, choices=[(k, k) for k in sources.SOURCES])
+    kind = models.CharField(max_length=64, choices=sources.kind_choices)
     config = models.JSONField(default=dict, blank=True, help_text="Settings for the kind. binance_klines: "
                               '{"base_url": "https://api.binance.com", "interval": "1h"}, plus '
-                              '"top_n": 100, "quote_asset": "USDT" instead of a symbols list.')
+                              '"top_n": 100, "quote_asset": "USDT" instead of a symbols list. '
+                              'rss_news: {"feeds": ["https://example.com/news.rss", ...]} (the '
+                              "symbols become the feeds' names).")
     symbols = models.JSONField(default=list, blank=True,
                                help_text='A list like ["BTCUSDT", "ETHUSDT"]; leave empty and set '
                                          '"top_n" in config for the N most traded symbols.')
@@ -303,6 +306,65 @@ class Candle(models.Model):
 
     def __str__(self):
         return f"{self.symbol} {self.interval} {self.open_time:%Y-%m-%d %H:%M}"
+
+
+class Article(models.Model):
+    """A news article from a feed (rss_news), stored once per collector: the guid, or the link
+    when the feed gives no guid, is its natural key, so an article carried by two feeds or seen
+    again in every later fetch is not stored twice."""
+
+    collector = models.ForeignKey(Collector, on_delete=models.CASCADE, related_name="articles")
+    source = models.CharField(max_length=32, help_text="The feed it was first read from (its name).")
+    guid = models.CharField(max_length=500, help_text="The entry's id, or its link when it has none.")
+    url = models.URLField(max_length=2000, blank=True)
+    title = models.TextField(blank=True)
+    summary = models.TextField(blank=True)
+    published_at = models.DateTimeField(help_text="UTC; the entry's published (else updated) time.")
+    authors = models.JSONField(default=list, blank=True)
+    fetched_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-published_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["collector", "guid"], name="uniq_article")]
+        indexes = [models.Index(fields=["collector", "source", "published_at"])]
+
+    def __str__(self):
+        return self.title[:80] or self.guid
+
+
+class HttpValidator(models.Model):
+    """The ETag/Last-Modified a document last came with, per scope (a collector) and URL, for
+    conditional GETs; written only once what was read from the document is stored."""
+
+    scope = models.CharField(max_length=64, blank=True)
+    url_hash = models.CharField(max_length=64, help_text="sha256 of the URL (URLs are too long to index).")
+    url = models.TextField()
+    etag = models.CharField(max_length=500, blank=True)
+    last_modified = models.CharField(max_length=100, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True, help_text="Last 200: the document had changed.")
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="Last answer, 200 or 304.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "url_hash"], name="uniq_http_validator")]
+
+    def __str__(self):
+        return self.url
+
+    @staticmethod
+    def hash_of(url: str) -> str:
+        return hashlib.sha256(url.encode()).hexdigest()
+
+    @classmethod
+    def lookup(cls, *, scope: str, url: str):
+        return cls.objects.filter(scope=scope, url_hash=cls.hash_of(url)).first()
+
+    @classmethod
+    def remember(cls, *, scope: str, url: str, etag: str, last_modified: str, changed: bool):
+        now = timezone.now()
+        values = {"checked_at": now}
+        if changed:
+            values.update(etag=etag[:500], last_modified=last_modified[:100], changed_at=now)
+        cls.objects.update_or_create(scope=scope, url_hash=cls.hash_of(url), defaults={"url": url, **values})
 
 
 class ApiKey(AbstractAPIKey):

@@ -3,10 +3,13 @@
 One engine serves every mode; modes differ only in the range they ask `plan_ranges` for.
 """
 
+import hashlib
 import re
 from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
 
+import orjson
 import structlog
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
@@ -72,6 +75,17 @@ def collector_resolve(*, slug: str | None) -> Collector:
     slugs = [c.slug for c in enabled]
     raise TriggerError("collector", "Name the collector: "
                        + (f"{len(slugs)} are enabled." if slugs else "none is enabled."), choices=slugs)
+
+
+def no_series_message(*, collector: Collector, what: str) -> str:
+    return (f"Collector {collector.slug} ({collector.kind}) collects events, not interval data: {what} "
+            f"work on candle collectors. Runs read its sources again (backward, gap_fill).")
+
+
+def series_required(*, collector: Collector, what: str):
+    """Refuse, naming the collector, what only makes sense for a series of periods (candles)."""
+    if collector.grain is None:
+        raise TriggerError("collector", no_series_message(collector=collector, what=what))
 
 
 def symbols_validate(*, collector: Collector, symbols: list[str] | None) -> list[str] | None:
@@ -183,11 +197,14 @@ def _enqueue_symbols(run, pks):
         _enqueue("run_symbol_execute", pk, group=f"run-{run.pk}")
 
 
-def source_for(collector: Collector, *, on_wait=None):
+def source_for(collector: Collector, *, on_wait=None, use_validators: bool = True):
+    """The collector's source, with an HTTP wrapper of its own (retries, budget, counters);
+    `use_validators=False` makes conditional GETs unconditional (read feeds whole)."""
     source_class = collector.source_class
-    http = Upstream(collector.config["base_url"], retries=collector.max_retries,
+    http = Upstream(collector.config.get("base_url", ""), retries=collector.max_retries,
                     backoff=collector.retry_backoff_seconds,
-                    weight_header=getattr(source_class, "weight_header", None), on_wait=on_wait)
+                    weight_header=getattr(source_class, "weight_header", None), on_wait=on_wait,
+                    validator_scope=f"collector:{collector.pk}", use_validators=use_validators)
     return source_class(collector.config, http=http)
 
 
@@ -201,8 +218,13 @@ def plan_ranges(*, collector: Collector, symbol: str, mode: str, start: datetime
     source already answered empty, within closed periods only."""
     step = collector.grain
     series = collector.series
-    horizon = floor_time(now - CLOSE_GRACE, step)
     beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
+    if step is None:
+        # Events (news): the source reads what it can (a feed's window) in every mode and the
+        # store skips what is already there; the range is only passed along.
+        lo, hi = start or beginning, end or now
+        return [(lo, hi)] if lo < hi else []
+    horizon = floor_time(now - CLOSE_GRACE, step)
     # A requested end is inclusive (the candle opening at `end` is wanted); ranges are half-open.
     end = floor_time(end, step) + step if end else None
     last = None
@@ -261,31 +283,24 @@ def _collect_symbol(item: RunSymbol, *, now: datetime):
         return RunSymbol.SKIPPED, [], ""
     return fetch_ranges(
         collector=collector, symbol=item.symbol, ranges=ranges, item=item,
-        origin={"run_id": run.pk},
+        origin={"run_id": run.pk}, use_validators=run.mode == "forward",
         is_cancelled=lambda: CollectionRun.objects.filter(pk=run.pk, status=CollectionRun.CANCELLED).exists())
 
 
 def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, is_cancelled, origin,
-                 may_overlap: bool = False):
+                 may_overlap: bool = False, use_validators: bool = True):
     """The engine's fetch loop, shared by runs and backfill chunks.
 
     Fetches each range page by page; every page is validated (rows that break a quality rule
     are quarantined with `origin`, not stored), stored, its empty spans recorded in the ledger
-    and `item`'s progress (records, invalid, requests, retries, waiting) updated in one
-    transaction. Returns (status, missing ranges, error): complete, partial (some ranges
+    (candles) and `item`'s progress (records, invalid, requests, retries, waiting) updated in
+    one transaction. Returns (status, missing ranges, error): complete, partial (some ranges
     failed after retries), failed (nothing stored, or a permanent error) or cancelled.
     """
-    source = source_for(collector, on_wait=item.heartbeat)
+    source = source_for(collector, on_wait=item.heartbeat, use_validators=use_validators)
     http = source.http
-    step_ms = int(collector.grain.total_seconds() * 1000)
     stored = 0
     seen = [0, 0, 0.0]  # requests, retries, throttled seconds already reported
-
-    full_rules = collector.config.get("validate", settings.ENABLE_DATA_VALIDATION)
-
-    # Planned ranges are holes in the database; only a fetch over stored rows (force) can meet
-    # duplicates or revisions, so only that one pays for the extra read per page.
-    detect = settings.ENABLE_DUPLICATE_DETECTION and may_overlap
 
     def report(records=0, invalid=0, duplicates=0, revisions=0):
         item.add_progress(records=records, invalid=invalid, duplicates=duplicates, revisions=revisions,
@@ -294,26 +309,17 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, is_cancelle
                           throttled_seconds=http.throttled_seconds - seen[2])
         seen[:] = [http.requests, http.retried, http.throttled_seconds]
 
+    if collector.grain is None:
+        store = _record_store(collector=collector, symbol=symbol, source=source, origin=origin, report=report)
+    else:
+        store = _candle_store(collector=collector, symbol=symbol, origin=origin, report=report,
+                              may_overlap=may_overlap)
+
     for index, (start, end) in enumerate(ranges):
         cursor = start
         try:
             for page in source.fetch(symbol, start, end):
-                valid, invalid = split_valid(page.rows, step_ms=step_ms, full=full_rules,
-                                             now_ms=int(timezone.now().timestamp() * 1000))
-                with transaction.atomic():
-                    duplicates, revised = (detect_changes(collector=collector, symbol=symbol, rows=valid,
-                                                          page=page, origin=origin)
-                                           if detect and valid else (0, 0))
-                    written = upsert_candles(collector_id=collector.pk, symbol=symbol,
-                                             interval=collector.series, rows=valid)
-                    quarantine(collector=collector, symbol=symbol, invalid=invalid, origin=origin)
-                    # A slot where the exchange sent anything, even an invalid row, is not empty.
-                    slots = [t - t % step_ms for t in page.times_ms]
-                    holes = absent(int(page.start.timestamp() * 1000), int(page.end.timestamp() * 1000),
-                                   slots, step_ms)
-                    EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,
-                                      ranges=[(utc_from_ms(a), utc_from_ms(b)) for a, b in holes])
-                    report(written, len(invalid), duplicates, revised)
+                written = store(page)
                 stored += written
                 cursor = page.end
                 if is_cancelled():
@@ -326,6 +332,74 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, is_cancelle
             return ("failed" if failed else "partial"), missing, str(error)
     report()
     return "complete", [], ""
+
+
+def _candle_store(*, collector: Collector, symbol: str, origin: dict, report, may_overlap: bool):
+    """How a page of candles is stored: kline rules, upsert, empty spans into the ledger."""
+    step_ms = int(collector.grain.total_seconds() * 1000)
+    full_rules = collector.config.get("validate", settings.ENABLE_DATA_VALIDATION)
+    # Planned ranges are holes in the database; only a fetch over stored rows (force) can meet
+    # duplicates or revisions, so only that one pays for the extra read per page.
+    detect = settings.ENABLE_DUPLICATE_DETECTION and may_overlap
+
+    def store(page) -> int:
+        valid, invalid = split_valid(page.rows, step_ms=step_ms, full=full_rules,
+                                     now_ms=int(timezone.now().timestamp() * 1000))
+        with transaction.atomic():
+            duplicates, revised = (detect_changes(collector=collector, symbol=symbol, rows=valid,
+                                                  page=page, origin=origin)
+                                   if detect and valid else (0, 0))
+            written = upsert_candles(collector_id=collector.pk, symbol=symbol,
+                                     interval=collector.series, rows=valid)
+            quarantine(collector=collector, symbol=symbol, invalid=invalid, origin=origin)
+            # A slot where the exchange sent anything, even an invalid row, is not empty.
+            slots = [t - t % step_ms for t in page.times_ms]
+            holes = absent(int(page.start.timestamp() * 1000), int(page.end.timestamp() * 1000),
+                           slots, step_ms)
+            EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,
+                              ranges=[(utc_from_ms(a), utc_from_ms(b)) for a, b in holes])
+            if page.on_stored:
+                page.on_stored()
+            report(written, len(invalid), duplicates, revised)
+        return written
+
+    return store
+
+
+def _record_store(*, collector: Collector, symbol: str, source, origin: dict, report):
+    """How a page of events is stored: new rows inserted into the source's model, rows already
+    there counted as duplicates, what the source could not read quarantined."""
+    model = django_apps.get_model(source.model)
+    key = source.key
+
+    def store(page) -> int:
+        with transaction.atomic():
+            written, duplicates = records_insert_new(collector=collector, model=model, key=key, rows=page.rows)
+            # A feed shows a bad entry on every read until it scrolls away: quarantined once.
+            invalid = quarantine(collector=collector, symbol=symbol, invalid=page.invalid, origin=origin,
+                                 once=True)
+            if page.on_stored:
+                page.on_stored()
+            report(written, invalid, duplicates + len(page.invalid) - invalid)
+        return written
+
+    return store
+
+
+def records_insert_new(*, collector: Collector, model, key: tuple[str, ...], rows: list[dict]) -> tuple[int, int]:
+    """Insert the rows (dicts of `model`'s fields) whose `key` the collector does not have yet;
+    returns (inserted, duplicates). Two workers inserting the same row at once: the unique
+    constraint keeps one (ignore_conflicts), and both count it as inserted."""
+    fresh = {}
+    for row in rows:
+        fresh.setdefault(tuple(row[f] for f in key), row)
+    if not fresh:
+        return 0, len(rows)
+    have = set(model.objects.filter(collector=collector, **{f"{key[0]}__in": {k[0] for k in fresh}})
+               .values_list(*key))
+    new = [model(collector=collector, **row) for k, row in fresh.items() if k not in have]
+    model.objects.bulk_create(new, ignore_conflicts=True)
+    return len(new), len(rows) - len(new)
 
 
 def detect_changes(*, collector: Collector, symbol: str, rows, page, origin: dict) -> tuple[int, int]:
@@ -343,14 +417,26 @@ def detect_changes(*, collector: Collector, symbol: str, rows, page, origin: dic
     return duplicates, len(revisions)
 
 
-def quarantine(*, collector: Collector, symbol: str, invalid, origin: dict):
-    """Keep rows that broke a rule, with the rule and the raw row, where users can see them."""
-    if invalid:
-        QuarantinedRow.objects.bulk_create(
-            QuarantinedRow(collector=collector, symbol=symbol, series=collector.series,
-                           open_time=utc_from_ms(row[0]) if isinstance(row[0], int) else None,
-                           rule=rule, payload=list(row), **origin)
-            for row, rule in invalid)
+def quarantine(*, collector: Collector, symbol: str, invalid, origin: dict, once: bool = False) -> int:
+    """Keep rows that broke a rule, with the rule and the raw row, where users can see them.
+    With `once`, a row the collector already quarantined (same rule and payload) is not kept
+    again. Returns how many were kept."""
+    rows = [QuarantinedRow(collector=collector, symbol=symbol, series=collector.series,
+                           open_time=utc_from_ms(row[0]) if isinstance(row, (list, tuple)) and row
+                           and isinstance(row[0], int) else None,
+                           rule=rule, payload=row if isinstance(row, dict) else list(row),
+                           fingerprint=_fingerprint(rule, row) if once else "", **origin)
+            for row, rule in invalid]
+    if once and rows:
+        known = set(QuarantinedRow.objects.filter(collector=collector, fingerprint__in={r.fingerprint for r in rows})
+                    .values_list("fingerprint", flat=True))
+        rows = list({r.fingerprint: r for r in rows if r.fingerprint not in known}.values())
+    QuarantinedRow.objects.bulk_create(rows)
+    return len(rows)
+
+
+def _fingerprint(rule: str, payload) -> str:
+    return hashlib.sha256(orjson.dumps([rule, payload], option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def stored_values(candles) -> dict:

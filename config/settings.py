@@ -216,6 +216,8 @@ QUALITY_SNAPSHOT_INTERVAL_MINUTES = env_positive("QUALITY_SNAPSHOT_INTERVAL_MINU
 # GET /api/admin/data-quality/ serves the latest snapshot when it is younger than this and no
 # run or backfill of the collector finished since; otherwise it computes the report live.
 QUALITY_SNAPSHOT_MAX_AGE_SECONDS = env_positive("QUALITY_SNAPSHOT_MAX_AGE_SECONDS", 1800)
+# An event collector's feed (news) is stale when its newest stored entry is older than this.
+EVENT_STALE_AFTER_HOURS = env_positive("EVENT_STALE_AFTER_HOURS", 24, cast=float)
 # Stored candles the scheduled drift audit re-fetches per collector (cron AUDIT_SCHEDULE, UTC).
 AUDIT_SAMPLE_SIZE = env_positive("AUDIT_SAMPLE_SIZE", 100)
 AUDIT_SCHEDULE = env("AUDIT_SCHEDULE", default="30 3 * * *")

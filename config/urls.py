@@ -33,6 +33,7 @@ api_admin = [
     path("collectors/", api.CollectorList.as_view(), name="collector-list"),
     path("collectors/<slug:slug>/", api.CollectorDetail.as_view(), name="collector-detail"),
     path("candles/", api.CandleList.as_view(), name="candle-list"),
+    path("articles/", api.ArticleList.as_view(), name="article-list"),
     path("circuit-breakers/", api.CircuitBreakerList.as_view(), name="circuit-breakers"),
     path("alerts/", api.AlertTest.as_view(), name="alerts"),
     path("logs/", api.LogList.as_view(), name="logs"),

@@ -123,9 +123,15 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
             request, collector, f"Data quality: {collector.slug}", report=report,
             trend=mark_safe(trend_svg(points[-500:])), audits=collector.audits.all()[:5]))
 
+    def _no_coverage(self, request, collector):
+        messages.info(request, collect.no_series_message(collector=collector, what="coverage maps"))
+        return redirect("admin:quality_report", collector.pk)
+
     def coverage_view(self, request, collector_id):
         """Symbol x day grid of the last MAP_DAYS days (or ?days=, ?end=)."""
         collector = self._collector(request, collector_id)
+        if collector.grain is None:
+            return self._no_coverage(request, collector)
         try:
             last = date.fromisoformat(request.GET["end"]) if request.GET.get("end") else timezone.now().date()
             days = min(max(int(request.GET.get("days", MAP_DAYS)), 1), 3660)
@@ -144,6 +150,8 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
     def coverage_day_view(self, request, collector_id, symbol, day):
         """One cell: its gaps, no-data ranges and quarantined rows; POST starts a gap fill."""
         collector = self._collector(request, collector_id)
+        if collector.grain is None:
+            return self._no_coverage(request, collector)
         try:
             day = date.fromisoformat(day)
         except ValueError:

@@ -50,7 +50,7 @@ class ValidateDataSerializer(RejectUnknownFields, serializers.Serializer):
                   "taker_buy_quote_volume (times in epoch ms; decimals best as strings).")
 
     def validate_collector(self, slug):
-        return collector_by_slug(slug)
+        return collector_by_slug(slug, candles_for="kline validation")
 
 
 class ValidateData(ApiView, APIView):
@@ -70,7 +70,7 @@ class AuditCreateSerializer(RejectUnknownFields, serializers.Serializer):
                                            help_text="Stored candles to re-fetch (default AUDIT_SAMPLE_SIZE).")
 
     def validate_collector(self, slug):
-        return collector_by_slug(slug)
+        return collector_by_slug(slug, candles_for="drift audits")
 
 
 class AuditSerializer(serializers.ModelSerializer):

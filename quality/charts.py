@@ -142,6 +142,6 @@ def trend_svg(points: list[tuple], *, width: int = 640, height: int = 120) -> st
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="9" '
             f'font-family="sans-serif" role="img" aria-label="quality trend">{axis}'
             f'{line([(t, s) for t, s, _ in points], "#2e7d32")}'
-            f'{line([(t, c * 100) for t, _, c in points], "#1565c0")}'
+            f'{line([(t, c * 100) for t, _, c in points if c is not None], "#1565c0")}'
             f'<text x="36" y="{height - 2}">{t0:%Y-%m-%d %H:%M}</text>'
             f'<text x="{width - 90}" y="{height - 2}">{t1:%Y-%m-%d %H:%M} UTC</text></svg>')

@@ -10,6 +10,8 @@ class QuarantinedRow(models.Model):
     open_time = models.DateTimeField(null=True, blank=True)
     rule = models.CharField(max_length=40, db_index=True)
     payload = models.JSONField()
+    fingerprint = models.CharField(max_length=64, blank=True, db_index=True,
+                                   help_text="Of rule and payload, for events: quarantined once however often seen.")
     run = models.ForeignKey("collectors.CollectionRun", null=True, blank=True, on_delete=models.SET_NULL)
     backfill = models.ForeignKey("backfills.BackfillJob", null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -48,7 +50,8 @@ class QualitySnapshot(models.Model):
     collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE, related_name="snapshots")
     taken_at = models.DateTimeField()
     score = models.FloatField(help_text="data_quality_score, 0-100")
-    completeness = models.FloatField(help_text="stored / expected, 0-1")
+    completeness = models.FloatField(null=True, blank=True,
+                                     help_text="stored / expected, 0-1; none for events (a feed has no expected count)")
     freshness_seconds = models.BigIntegerField(null=True, blank=True)
     total_records = models.BigIntegerField()
     invalid_records = models.BigIntegerField()

@@ -6,6 +6,7 @@ from collections import defaultdict
 from datetime import date, datetime, time as dtime, timedelta, timezone as dt_timezone
 
 import structlog
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Q, Sum
@@ -15,7 +16,7 @@ from backfills.gaps import coverage
 from backfills.models import BackfillChunk, BackfillJob, EmptyRange
 from backfills.ranges import floor_time, slots
 from collectors.models import Candle, CollectionRun, Collector, RunSymbol
-from collectors.services import CLOSE_GRACE, source_for, stored_values, utc_from_ms
+from collectors.services import CLOSE_GRACE, series_required, source_for, stored_values, utc_from_ms
 from config.api import iso
 from collectors.sources import SourceError
 from quality.models import DriftAudit, QualitySnapshot, QuarantinedRow
@@ -39,6 +40,8 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
     quarantined rows.
     """
     now = now or timezone.now()
+    if collector.grain is None:
+        return _events_report(collector=collector, symbol=symbol, now=now)
     step, series = collector.grain, collector.series
     start = _midnight(collector.beginning_date)
     end = floor_time(now - CLOSE_GRACE, step)  # the last closed candle, as forward runs use
@@ -78,7 +81,7 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
     rules = (QuarantinedRow.objects.filter(collector=collector, **({"symbol": symbol} if symbol else {}))
              .values_list("rule").annotate(n=Count("id")).order_by("-n"))
     freshest = [r["freshness_seconds"] for r in rows if r["freshness_seconds"] is not None]
-    return {"collector": collector.slug, "start": iso(start), "end": iso(end),
+    return {"collector": collector.slug, "records_kind": "candles", "start": iso(start), "end": iso(end),
             "total_records": seen, "valid_records": valid, "invalid_records": bad,
             "duplicate_records": duplicates, "revisions": sum(r["revisions"] for r in rows),
             "validation_errors": [f"{rule}: {RULES.get(rule, rule)} ({n})" for rule, n in rules],
@@ -88,9 +91,51 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
             "stale_after_seconds": stale_after, "symbols": rows}
 
 
+def _events_report(*, collector: Collector, symbol: str | None, now: datetime) -> dict:
+    """The report of an event collector (news), per feed: rows stored, the newest one's time
+    (freshness: stale after EVENT_STALE_AFTER_HOURS without a new one), the last complete
+    fetch, entries quarantined, and entries read again and skipped (duplicates; normal for a
+    feed, so not held against the score). A feed has no expected count: completeness is null.
+    score = 100 x stored / (stored + quarantined)."""
+    source = collector.source_class
+    model = django_apps.get_model(source.model)
+    name_field, time_field = source.symbol_field, source.time_field
+    stored = {r[name_field]: r for r in model.objects.filter(collector=collector).values(name_field)
+              .annotate(n=Count("id"), last=Max(time_field))}
+    symbols = [symbol] if symbol else sorted(set(collector.symbols) | set(stored))
+    invalid = dict(QuarantinedRow.objects.filter(collector=collector).values_list("symbol").annotate(n=Count("id")))
+    items = RunSymbol.objects.filter(run__collector=collector)
+    reseen = dict(items.values_list("symbol").annotate(d=Sum("duplicates")))
+    collected = dict(items.filter(status=RunSymbol.COMPLETE).values_list("symbol").annotate(t=Max("finished_at")))
+    stale_after = settings.EVENT_STALE_AFTER_HOURS * 3600
+    rows = []
+    for name in symbols:
+        last = stored.get(name, {}).get("last")
+        freshness = (now - last).total_seconds() if last else None
+        rows.append({"symbol": name, "records": stored.get(name, {}).get("n", 0), "latest": iso(last),
+                     "freshness_seconds": round(freshness) if freshness is not None else None,
+                     "is_fresh": freshness is not None and freshness <= stale_after,
+                     "last_collected_at": iso(collected.get(name)),
+                     "invalid_records": invalid.get(name, 0), "duplicate_records": reseen.get(name) or 0})
+    valid = sum(r["records"] for r in rows)
+    bad = sum(r["invalid_records"] for r in rows)
+    rules = (QuarantinedRow.objects.filter(collector=collector, **({"symbol": symbol} if symbol else {}))
+             .values_list("rule").annotate(n=Count("id")).order_by("-n"))
+    descriptions = getattr(source, "rules", {})
+    freshest = [r["freshness_seconds"] for r in rows if r["freshness_seconds"] is not None]
+    return {"collector": collector.slug, "records_kind": "events", "start": iso(_midnight(collector.beginning_date)),
+            "end": iso(now), "total_records": valid + bad, "valid_records": valid, "invalid_records": bad,
+            "duplicate_records": sum(r["duplicate_records"] for r in rows), "revisions": 0,
+            "validation_errors": [f"{rule}: {descriptions.get(rule, rule)} ({n})" for rule, n in rules],
+            "data_quality_score": round(100.0 * valid / (valid + bad), 2) if valid + bad else 100.0,
+            "completeness_ratio": None, "freshness_seconds": max(freshest) if freshest else None,
+            "stale_after_seconds": stale_after, "symbols": rows}
+
+
 def records_validate(*, collector: Collector, records: list, now: datetime | None = None) -> dict:
     """Check records against `collector`'s ingest rules without storing anything: per record,
     every rule it breaks (what ingest would quarantine it for: the first of them)."""
+    series_required(collector=collector, what="kline validation")
     now_ms = int((now or timezone.now()).timestamp() * 1000)
     step_ms = int(collector.grain.total_seconds() * 1000)
     full = collector.config.get("validate", settings.ENABLE_DATA_VALIDATION)
@@ -120,7 +165,7 @@ def snapshot_take(*, collector: Collector, now: datetime | None = None) -> Quali
         completeness=report["completeness_ratio"], freshness_seconds=report["freshness_seconds"],
         total_records=report["total_records"], invalid_records=report["invalid_records"],
         duplicate_records=report["duplicate_records"], revisions=report["revisions"],
-        gaps=sum(row["gaps"] for row in report["symbols"]), compute_seconds=time.monotonic() - began,
+        gaps=sum(row.get("gaps", 0) for row in report["symbols"]), compute_seconds=time.monotonic() - began,
         report=report)
 
 
@@ -178,6 +223,7 @@ def audit_start(*, collector: Collector, sample_size: int, triggered_by: str,
     from django.db import transaction
     from django_q.tasks import async_task
 
+    series_required(collector=collector, what="drift audits")
     audit = DriftAudit.objects.create(collector=collector, sample_size=sample_size, triggered_by=triggered_by)
     if enqueue:
         transaction.on_commit(lambda: async_task("quality.tasks.audit_execute", audit.pk,

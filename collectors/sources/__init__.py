@@ -1,15 +1,18 @@
 """Source plugins: how to fetch one kind of data. No Django models here.
 
 A source is a class with `fetch(symbol, start, end)` yielding `Page`s, plus `validate_config`
-and `grain` as class methods. Register it by adding one line to SOURCES.
+and `grain` as class methods; a source of events (no grain) also names the model its rows go
+to. Register it by adding one line to SOURCES. The guide: docs/adding-a-source.md.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable
 from importlib import import_module
 
 SOURCES = {
     "binance_klines": "collectors.sources.binance.BinanceKlines",
+    "rss_news": "collectors.sources.rss.RssNews",
 }
 
 
@@ -43,12 +46,24 @@ class SourceError(Exception):
 
 @dataclass
 class Page:
-    """Rows fetched for [start, end): anything in that span not in `rows` does not exist upstream."""
+    """Rows fetched for [start, end): anything in that span not in `rows` does not exist upstream.
 
-    rows: list[tuple]
+    Candle sources give rows as tuples (the engine applies the kline rules); event sources give
+    dicts of their model's fields and put what they could not read in `invalid` as
+    (payload, rule) pairs, which the engine quarantines. `on_stored` runs in the transaction
+    that stores the page (e.g. remember a feed's ETag only once its entries are in)."""
+
+    rows: list
     start: datetime
     end: datetime
     times_ms: list[int] = field(default_factory=list)  # each row's time, ms since epoch, sorted
+    invalid: list[tuple] = field(default_factory=list)
+    on_stored: Callable[[], None] | None = None
+
+
+def kind_choices() -> list[tuple[str, str]]:
+    """The Collector.kind choices, read when asked: a new source needs no migration for them."""
+    return [(kind, kind) for kind in SOURCES]
 
 
 def source_class(kind: str):

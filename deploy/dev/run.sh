@@ -44,11 +44,14 @@ print(f"""
   API docs     {base}/api/docs/
   Health       {base}/health   {base}/ready   {base}/metrics
   Emulator     http://127.0.0.1:{emu}/api/v3/ping  (offline Binance-compatible exchange)
+               http://127.0.0.1:{emu}/feeds/markets.rss  research.atom  broken.rss  (news feeds)
+  Collectors   {c['collector']} (hourly candles)   {c['news_collector']} (news, every 10 minutes)
   API key      {c['api_key']}
 
   Try:  curl -s -X POST -H "X-API-Key: {c['api_key']}" -H 'Content-Type: application/json' \\
           -d '{{"mode": "backward", "collector": "{c['collector']}"}}' {base}/api/admin/collect/trigger
         curl -s -H "X-API-Key: {c['api_key']}" {base}/api/admin/collect/status
+        curl -s -H "X-API-Key: {c['api_key']}" "{base}/api/admin/data-quality/?collector={c['news_collector']}"
 """)
 PY
 wait -n "${pids[@]}" || true

@@ -7,14 +7,17 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from collectors import services
 from collectors.models import ApiKey, Collector
 
+DEMO_FEEDS = ["markets.rss", "research.atom", "broken.rss"]  # the emulator's (broken: quarantined)
 DEMO_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT",
                 "NEWCOINUSDT"]
 
 
 class Command(BaseCommand):
-    help = "Create (once) the demo superuser, API key and collector; print how to log in."
+    help = ("Create (once) the demo superuser, API key, candle collector and news collector (whose "
+            "first run is queued); print how to log in.")
 
     def add_arguments(self, parser):
         parser.add_argument("--exchange-url", default="http://127.0.0.1:9100",
@@ -39,8 +42,18 @@ class Command(BaseCommand):
             defaults={"name": "Binance spot, hourly (emulator)", "kind": "binance_klines",
                       "config": {"base_url": exchange_url, "interval": "1h"},
                       "symbols": DEMO_SYMBOLS, "beginning_date": date(2025, 1, 1)})
+        news, created = Collector.objects.get_or_create(
+            slug="news-emulator",
+            defaults={"name": "News feeds (emulator)", "kind": "rss_news", "schedule": "*/10 * * * *",
+                      "config": {"feeds": [f"{exchange_url}/feeds/{name}" for name in DEMO_FEEDS]},
+                      "beginning_date": date(2025, 1, 1)})
+        if created:
+            news.full_clean()  # derives the symbols (feed names) from the feeds
+            news.save()
+            services.run_trigger(collector=news, mode="forward", triggered_by="seed_demo")
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(saved))
         path.chmod(0o600)
         self.stdout.write(json.dumps({"username": "admin", "password": saved["password"],
-                                      "api_key": saved["api_key"], "collector": collector.slug}))
+                                      "api_key": saved["api_key"], "collector": collector.slug,
+                                      "news_collector": news.slug}))

@@ -1,0 +1,161 @@
+"""News articles from RSS 2.0 and Atom feeds (parsed by feedparser).
+
+Config: {"feeds": ["https://example.com/news.rss", ...]}. Each feed is one "symbol" of the
+collector, named from its URL (feed_name), so runs, progress, quarantine and the quality report
+are per feed like they are per symbol for candles.
+
+A feed is a window on its latest entries, not an archive that can be asked for a range, so
+every mode reads the window and stores the entries not stored yet (deduplicated by guid, or by
+link when an entry has no guid, across all feeds of the collector). Forward runs send the
+ETag/Last-Modified of the last stored fetch: an unchanged feed costs one 304 and stores
+nothing. Backward and gap_fill read the window unconditionally (an entry deleted here, or
+quarantined and since fixed upstream, comes back); they cannot reach further back than the
+window. start/end do not filter entries. Documents and entries that cannot be read are
+quarantined with a rule from RULES, never fatal.
+"""
+
+import calendar
+import hashlib
+import io
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import feedparser
+
+from collectors.http import Document, MalformedResponse, Upstream
+from collectors.sources import ConfigError, Page
+
+CONFIG_KEYS = {"feeds"}
+MAX_FEEDS = 100
+FUTURE_TOLERANCE = timedelta(days=1)  # feeds' clocks run ahead; further ahead is a wrong time
+ROOT_ENDS = (b"</rss>", b"</feed>", b"</rdf:RDF>")
+URL_RE = re.compile(r"https?://[^/\s\x00]+(/[^\s\x00]*)?")
+
+RULES = {
+    "malformed_feed": "The document is not an RSS or Atom feed that can be read (kept: the error "
+                      "and its first 2,000 characters).",
+    "no_id": "The entry has neither a guid/id nor a link, so it cannot be told apart from others.",
+    "no_time": "The entry has no published or updated time that can be read.",
+    "future_time": "The entry's time is more than a day ahead of the clock.",
+}
+
+
+def feed_name(url: str) -> str:
+    """A feed's name (its symbol): host and path, upper-cased, without www. and the extension,
+    e.g. https://www.example.com/news/markets.rss -> EXAMPLE.COM-NEWS-MARKETS; names longer than
+    32 characters are cut and end in a hash of the URL."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").removeprefix("www.")
+    path = re.sub(r"\.(rss|xml|atom|rdf)$", "", parts.path.strip("/"), flags=re.IGNORECASE)
+    name = re.sub(r"[^A-Z0-9._]+", "-", f"{host}/{path}{parts.query}".upper()).strip("-._")
+    if len(name) > 32 or parts.query:
+        name = f"{name[:25].rstrip('-._')}-{_digest(url)[:6]}"
+    return name
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest().upper()
+
+
+def parse_feed(document: Document):
+    """feedparser's reading of a document. A feed cut short (not well-formed, and no closing
+    root tag) is a transport failure and retried: read leniently, its last entry could be
+    stored with a cut title. Other flaws feedparser reads through, as feed readers do."""
+    # A stream, not bytes or str: feedparser fetches a string that looks like a URL itself.
+    parsed = feedparser.parse(io.BytesIO(document.content),
+                              response_headers={"content-type": document.content_type})
+    if parsed.bozo and parsed.version and not document.content.rstrip().endswith(ROOT_ENDS):
+        raise MalformedResponse(f"feed ends early ({parsed.get('bozo_exception')})")
+    return parsed
+
+
+def _utc(struct) -> datetime:
+    return datetime.fromtimestamp(calendar.timegm(struct), tz=timezone.utc)
+
+
+def _excerpt(entry) -> dict:
+    """What a quarantined entry is kept as: its identifying fields, as text."""
+    return {key: str(dict.get(entry, key))[:500] for key in ("id", "link", "title", "published", "updated")
+            if dict.get(entry, key)}
+
+
+class RssNews:
+    """Articles of a list of RSS/Atom feeds, one work item per feed."""
+
+    model = "collectors.Article"  # where rows go: dicts of its fields, plus the collector
+    key = ("guid",)               # with the collector, what makes an article the same article
+    time_field = "published_at"   # for freshness in the quality report
+    symbol_field = "source"       # the model field that holds the feed's name
+    rules = RULES
+
+    def __init__(self, config: dict, *, http: Upstream):
+        self.http = http
+        self.feeds = {feed_name(url): url for url in config["feeds"]}
+
+    @classmethod
+    def grain(cls, config: dict) -> None:
+        return None  # events, not a series of periods
+
+    @classmethod
+    def validate_config(cls, config: dict, symbols: list) -> tuple[dict, list]:
+        errors = {}
+        unknown = set(config) - CONFIG_KEYS
+        if unknown:
+            errors[sorted(unknown)[0]] = f"Unknown key; allowed: {', '.join(sorted(CONFIG_KEYS))}."
+        feeds = config.get("feeds")
+        if not isinstance(feeds, list) or not 1 <= len(feeds) <= MAX_FEEDS:
+            errors["feeds"] = f"Give a list of 1 to {MAX_FEEDS} feed URLs."
+        elif bad := [f for f in feeds if not isinstance(f, str) or not URL_RE.fullmatch(f)]:
+            errors["feeds"] = f"Not an http(s) URL: {str(bad[0])[:100]!r}."
+        elif len(set(feeds)) != len(feeds):
+            errors["feeds"] = "Feeds must not repeat."
+        if errors:
+            raise ConfigError(errors)
+        names = [feed_name(url) for url in feeds]
+        if len(set(names)) != len(names):
+            raise ConfigError({"feeds": "Two feeds get the same name; they differ only in case or "
+                                        "punctuation."})
+        if symbols and symbols != names:
+            raise ConfigError({"symbols": "For rss_news the symbols are the feeds' names, made from "
+                                          f"config feeds ({', '.join(names)}); leave symbols empty."})
+        return {"feeds": feeds}, names
+
+    def fetch(self, symbol: str, start: datetime, end: datetime) -> Iterator[Page]:
+        """One page: the feed's current entries (none when it is unchanged since the last fetch)."""
+        document = self.http.get_document(self.feeds[symbol], parse=parse_feed)
+        remember = lambda: self.http.remember(document)  # noqa: E731
+        if document.not_modified:
+            yield Page(rows=[], start=start, end=end, on_stored=remember)
+            return
+        rows, invalid = self.read(document, symbol=symbol, now=datetime.now(timezone.utc))
+        yield Page(rows=rows, start=start, end=end, invalid=invalid, on_stored=remember)
+
+    @staticmethod
+    def read(document: Document, *, symbol: str, now: datetime) -> tuple[list[dict], list[tuple]]:
+        """Article rows and quarantined (payload, rule) pairs of a fetched feed document."""
+        parsed = document.parsed
+        if not parsed.version and not parsed.entries:
+            reason = parsed.get("bozo_exception") or "no RSS or Atom root element"
+            return [], [({"url": document.url, "error": str(reason)[:500],
+                          "excerpt": document.content[:2000].decode("utf-8", "replace")}, "malformed_feed")]
+        rows, invalid = [], []
+        for entry in parsed.entries:
+            link = entry.get("link", "")
+            guid = entry.get("id") or link
+            # dict.get: FeedParserDict.get("updated_parsed") falls back to published, with a warning.
+            moment = dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")
+            rule = "no_id" if not guid else "no_time" if not moment else None
+            if rule is None and _utc(moment) > now + FUTURE_TOLERANCE:
+                rule = "future_time"
+            if rule:
+                invalid.append((_excerpt(entry), rule))
+                continue
+            authors = [a.get("name") or a.get("email") for a in entry.get("authors", [])
+                       if a.get("name") or a.get("email")]
+            rows.append({"source": symbol, "guid": guid if len(guid) <= 500 else f"sha256:{_digest(guid)}",
+                         "url": link[:2000], "title": entry.get("title", ""),
+                         "summary": entry.get("summary", ""), "published_at": _utc(moment),
+                         "authors": authors})
+        return rows, invalid
