@@ -152,3 +152,45 @@ def test_sigterm_to_qcluster_mid_run_stops_it_and_the_run_resumes_exactly(emulat
     assert run.status == CollectionRun.COMPLETE, run.error
     assert_exact(collector, symbols, datetime(2023, 1, 1, tzinfo=timezone.utc),
                  datetime(2025, 7, 1, tzinfo=timezone.utc))
+
+
+def test_news_collected_by_qcluster_stores_each_article_once_across_runs(emulator, tmp_path):
+    from collectors.models import Article, Collector
+    from quality.models import QuarantinedRow
+
+    emulator.configure(now_ms=1_763_640_000_000)
+    collector = Collector(slug="news", name="News", kind="rss_news", schedule="",
+                          config={"feeds": [f"{emulator.url}/feeds/{name}"
+                                            for name in ("markets.rss", "research.atom", "broken.rss")]})
+    collector.full_clean()
+    collector.save()
+    _, key = ApiKey.objects.create_key(name="e2e")
+    port = free_port()
+    web, worker = start_web(tmp_path, port), start_qcluster(tmp_path)
+    try:
+        base, headers = f"http://127.0.0.1:{port}", {"X-API-Key": key}
+
+        def run(mode):
+            trigger = requests.post(f"{base}/api/admin/collect/trigger", json={"mode": mode, "collector": "news"},
+                                    headers=headers, timeout=10)
+            assert trigger.status_code == 202, trigger.text
+            run_id = trigger.json()["run_id"]
+            return wait_for(lambda: (r := requests.get(f"{base}/api/admin/runs/{run_id}/", headers=headers,
+                                                       timeout=10).json())["status"] not in ("queued", "running")
+                            and r, timeout=60, what=f"the {mode} run to finish")
+
+        first = run("forward")
+        assert first["status"] == "complete" and first["progress"]["records"] > 0
+        stored, quarantined = Article.objects.count(), QuarantinedRow.objects.count()
+        assert stored == first["progress"]["records"] and quarantined == sum(d["invalid"] for d in first["details"])
+        assert {d["symbol"]: d["invalid"] for d in first["details"]}["127.0.0.1-FEEDS-BROKEN"] == 1
+        for mode in ("forward", "gap_fill", "forward"):
+            again = run(mode)
+            assert again["status"] == "complete" and again["progress"]["records"] == 0, mode
+        assert (Article.objects.count(), QuarantinedRow.objects.count()) == (stored, quarantined)
+        assert Article.objects.values("guid").distinct().count() == stored
+        listed = requests.get(f"{base}/api/admin/runs/?collector=news", headers=headers, timeout=10).json()
+        assert listed["count"] == 4
+    finally:
+        web.stop()
+        worker.stop()

@@ -584,3 +584,26 @@ def test_management_command_prints_its_url_serves_and_exits_cleanly_on_sigterm()
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_feeds_answer_conditional_gets_and_change_with_their_newest_entry():
+    import feedparser
+
+    with ExchangeEmulator(now_ms=1_763_640_000_000) as emu:
+        first = requests.get(f"{emu.url}/feeds/markets.rss", timeout=5)
+        assert first.status_code == 200 and first.headers["Content-Type"].startswith("application/rss+xml")
+        parsed = feedparser.parse(first.content)
+        assert parsed.version == "rss20" and len(parsed.entries) == 20 and not parsed.bozo
+        etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+        assert requests.get(f"{emu.url}/feeds/markets.rss", headers={"If-None-Match": etag}, timeout=5).status_code == 304
+        assert requests.get(f"{emu.url}/feeds/markets.rss", headers={"If-Modified-Since": modified},
+                            timeout=5).status_code == 304
+        emu.configure(now_ms=1_763_640_000_000 + 20 * 60_000)  # the next item is out
+        newer = requests.get(f"{emu.url}/feeds/markets.rss", headers={"If-None-Match": etag}, timeout=5)
+        assert newer.status_code == 200 and newer.headers["ETag"] != etag
+        atom = feedparser.parse(requests.get(f"{emu.url}/feeds/research.atom", timeout=5).content)
+        assert atom.version == "atom10" and len(atom.entries) == 20 and atom.entries[0].authors
+        broken = feedparser.parse(requests.get(f"{emu.url}/feeds/broken.rss", timeout=5).content)
+        assert broken.version == "" and broken.bozo and not broken.entries
+        assert requests.get(f"{emu.url}/feeds/nope.rss", timeout=5).status_code == 404
+        assert emu.stats()["by_path"]["/feeds/markets.rss"] == 4
