@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
 
-.PHONY: install install-mysql run test test-mysql bench bench-mysql migrate clean
+.PHONY: install install-mysql run test test-mysql bench bench-mysql bench-news bench-news-mysql migrate clean
 
 install: $(STAMP)
 
@@ -66,6 +66,14 @@ bench-gaps-mysql: install-mysql
 # quarantined rows): grid query, SVG and the whole admin page (make bench-coverage BENCH_COVERAGE_ARGS=).
 BENCH_COVERAGE_ARGS ?= --keep
 .PHONY: bench-coverage bench-coverage-mysql
+
+bench-news: migrate
+	LOG_LEVEL=warning $(BIN)/python manage.py bench_news $(BENCH_NEWS_ARGS)
+
+bench-news-mysql: install-mysql
+	mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4"
+	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
+	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python manage.py bench_news $(BENCH_NEWS_ARGS)'
 
 bench-coverage: migrate
 	LOG_LEVEL=warning $(BIN)/python -W ignore::UserWarning manage.py bench_coverage $(BENCH_COVERAGE_ARGS)

@@ -316,7 +316,13 @@ class CollectTrigger(ApiView, APIView):
     @extend_schema(request=TriggerSerializer,
                    responses={202: TriggerAcceptedSerializer, 400: BAD_REQUEST, 409: TriggerConflictSerializer})
     def post(self, request):
-        """Start a collection run (backward, forward or gap_fill); it runs on the workers."""
+        """Start a collection run (backward, forward or gap_fill); it runs on the workers.
+
+        Candles: backward fetches history from start_date to the end of yesterday, forward from
+        each symbol's last stored candle, gap_fill the holes before it; only what is missing.
+        News (rss_news, symbols = feed names): every mode reads each feed's current entries and
+        stores the new ones; forward sends the feed's ETag/Last-Modified (unchanged: one 304),
+        backward and gap_fill read the feeds whole; start_date/end_date do not apply."""
         data = validated(TriggerSerializer, request.data)
         try:
             collector = services.collector_resolve(slug=data.get("collector"))
@@ -610,6 +616,19 @@ class CandleFilterSerializer(serializers.Serializer):
         return attrs
 
 
+def filtered(rows, filters: dict, *, symbol: str, time: str):
+    """Stored rows of filters' collector, its symbol (in the `symbol` field) and `time` in
+    [start, end], for the filters given."""
+    rows = rows.filter(collector=filters["collector"])
+    if filters.get(symbol) is not None:
+        rows = rows.filter(**{symbol: filters[symbol]})
+    if "start" in filters:
+        rows = rows.filter(**{f"{time}__gte": filters["start"]})
+    if "end" in filters:
+        rows = rows.filter(**{f"{time}__lte": filters["end"]})
+    return rows
+
+
 class CSVRenderer(renderers.BaseRenderer):
     media_type = "text/csv"
     format = "csv"
@@ -649,15 +668,8 @@ class CandleList(ApiView, generics.ListAPIView):
         return self._filters
 
     def get_queryset(self):
-        filters = self.filters()
-        candles = Candle.objects.filter(collector=filters["collector"])
-        if "symbol" in filters:
-            candles = candles.filter(symbol=filters["symbol"])
-        if "start" in filters:
-            candles = candles.filter(open_time__gte=filters["start"])
-        if "end" in filters:
-            candles = candles.filter(open_time__lte=filters["end"])
-        return candles.order_by("open_time", "symbol")
+        return filtered(Candle.objects.all(), self.filters(), symbol="symbol", time="open_time") \
+            .order_by("open_time", "symbol")
 
     def list(self, request, *args, **kwargs):
         if request.accepted_renderer.format == "csv":
@@ -735,14 +747,7 @@ class ArticleList(ApiView, generics.ListAPIView):
 
     def get_queryset(self):
         filters = validated(ArticleFilterSerializer, self.request.query_params)
-        articles = Article.objects.filter(collector=filters["collector"])
-        if "source" in filters:
-            articles = articles.filter(source=filters["source"])
-        if "start" in filters:
-            articles = articles.filter(published_at__gte=filters["start"])
-        if "end" in filters:
-            articles = articles.filter(published_at__lte=filters["end"])
-        return articles
+        return filtered(Article.objects.all(), filters, symbol="source", time="published_at")
 
 
 # --- upstreams ------------------------------------------------------------------------

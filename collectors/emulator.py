@@ -672,7 +672,7 @@ class ExchangeEmulator:
         cfg = self._cfg
         try:
             if path.startswith("/feeds/"):
-                status, payload, ctype, headers = self._feed(cfg, method, path, h)
+                status, payload, ctype, headers = self._feed(cfg, method, path, query, h)
             else:
                 status, payload, ctype, headers = self._api(cfg, method, path, query, ip)
         except Exception as exc:  # a bug here must not hang the client
@@ -795,7 +795,7 @@ class ExchangeEmulator:
             payload = self._malform(path, result, payload)
         return 200, payload, "application/json", headers
 
-    def _feed(self, cfg: _Config, method: str, path: str, h):
+    def _feed(self, cfg: _Config, method: str, path: str, query: dict, h):
         """A news feed (weightless; faults injected like on klines)."""
         with self._lock:
             self._requests += 1
@@ -804,7 +804,8 @@ class ExchangeEmulator:
         host = h.headers.get("Host") or f"{h.server.server_address[0]}:{h.server.server_address[1]}"
         answer = feed_response(path.removeprefix("/feeds/"), now_ms=now, items=cfg.feed_items,
                                base=f"http://{host}", if_none_match=h.headers.get("If-None-Match"),
-                               if_modified_since=h.headers.get("If-Modified-Since")) \
+                               if_modified_since=h.headers.get("If-Modified-Since"),
+                               edition="".join(c for c in query.get("edition", "")[:40] if c.isalnum())) \
             if method == "GET" else None
         if answer is None:
             return 404, b"Not found", "text/plain", []

@@ -12,6 +12,7 @@ Entries are a deterministic function of time: item n covers [n * period, (n + 1)
 is published at its start; each feed shows its latest ``feed_items`` (default 20) up to "now"
 (the emulator's ``now_ms`` or the real clock). ETag and Last-Modified follow the newest entry;
 a matching If-None-Match, or an If-Modified-Since not older than it, is answered 304.
+``?edition=X`` serves another feed of the same shape with other guids and links (benchmarks).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _pick(seq, n: int, salt: int = 0):
     return seq[(n * 7919 + salt) % len(seq)]
 
 
-def _markets_item(n: int, period: int, base: str) -> str:
+def _markets_item(n: int, period: int, base: str, edition: str) -> str:
     coin = _pick(_WORDS, n)
     move = ((n * 37) % 90) / 10
     verb = "rises" if n % 3 else "falls"
@@ -45,26 +46,26 @@ def _markets_item(n: int, period: int, base: str) -> str:
              f"<pubDate>{format_datetime(_when(n * period), usegmt=True)}</pubDate>",
              f"<author>desk@news.example ({_pick(_DESKS, n)})</author>"]
     if n % 7:  # every 7th item: neither guid nor link
-        parts.append(f"<link>{base}/news/markets/{n}</link>")
+        parts.append(f"<link>{base}/news/markets{edition}/{n}</link>")
         if n % 5:  # every 5th of the others: no guid, the link is its identity
-            parts.append(f'<guid isPermaLink="false">urn:emulator:markets:{n}</guid>')
+            parts.append(f'<guid isPermaLink="false">urn:emulator:markets{edition}:{n}</guid>')
     return "<item>" + "".join(parts) + "</item>"
 
 
-def _research_entry(n: int, period: int, base: str) -> str:
+def _research_entry(n: int, period: int, base: str, edition: str) -> str:
     stamp = _when(n * period).isoformat().replace("+00:00", "Z")
     authors = "".join(f"<author><name>{_pick(_ANALYSTS, n, salt)}</name></author>"
                       for salt in range(1 + n % 2))
     coin = _pick(_WORDS, n, 3)
-    return (f"<entry><id>tag:news.example,2025:research/{n}</id>"
+    return (f"<entry><id>tag:news.example,2025:research{edition}/{n}</id>"
             f"<title>{coin}: weekly structure note #{n}</title>"
-            f'<link rel="alternate" href="{base}/news/research/{n}"/>'
+            f'<link rel="alternate" href="{base}/news/research{edition}/{n}"/>'
             f"<published>{stamp}</published><updated>{stamp}</updated>{authors}"
             f'<summary type="text">Support and resistance for {coin}, note {n}.</summary></entry>')
 
 
-def _markets(numbers, period, base, updated):
-    items = "".join(_markets_item(n, period, base) for n in reversed(numbers))
+def _markets(numbers, period, base, updated, edition):
+    items = "".join(_markets_item(n, period, base, edition) for n in reversed(numbers))
     return ('<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
             f"<title>Emulator markets news</title><link>{base}/news/markets</link>"
             f"<description>Market moves, every 20 minutes</description>"
@@ -72,8 +73,8 @@ def _markets(numbers, period, base, updated):
             "</channel></rss>"), "application/rss+xml; charset=utf-8"
 
 
-def _research(numbers, period, base, updated):
-    entries = "".join(_research_entry(n, period, base) for n in reversed(numbers))
+def _research(numbers, period, base, updated, edition):
+    entries = "".join(_research_entry(n, period, base, edition) for n in reversed(numbers))
     stamp = updated.isoformat().replace("+00:00", "Z")
     return ('<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
             f"<id>tag:news.example,2025:research</id><title>Emulator research notes</title>"
@@ -81,7 +82,7 @@ def _research(numbers, period, base, updated):
             f"{entries}</feed>"), "application/atom+xml; charset=utf-8"
 
 
-def _broken(numbers, period, base, updated):
+def _broken(numbers, period, base, updated, edition):
     return '{"error": "feed generator crashed"}', "application/rss+xml"
 
 
@@ -94,7 +95,7 @@ FEEDS = {
 
 
 def feed_response(name: str, *, now_ms: int, items: int, base: str, if_none_match: str | None,
-                  if_modified_since: str | None):
+                  if_modified_since: str | None, edition: str = ""):
     """-> (status, body bytes, content type, extra headers), or None for an unknown feed."""
     if name not in FEEDS:
         return None
@@ -102,7 +103,8 @@ def feed_response(name: str, *, now_ms: int, items: int, base: str, if_none_matc
     newest = now_ms // period
     numbers = list(range(max(0, newest - items + 1), newest + 1))
     updated = _when(newest * period)
-    etag = '"' + hashlib.sha256(f"{name}:{newest}:{items}:{base}".encode()).hexdigest()[:16] + '"'
+    edition = f"-{edition}" if edition else ""
+    etag = '"' + hashlib.sha256(f"{name}:{newest}:{items}:{base}{edition}".encode()).hexdigest()[:16] + '"'
     headers = [("ETag", etag), ("Last-Modified", format_datetime(updated, usegmt=True)),
                ("Cache-Control", "max-age=60")]
     if if_none_match is not None:
@@ -111,7 +113,7 @@ def feed_response(name: str, *, now_ms: int, items: int, base: str, if_none_matc
         fresh = _not_older(if_modified_since, updated)
     if fresh:
         return 304, b"", "text/plain", headers
-    body, ctype = render(numbers, period, base, updated)
+    body, ctype = render(numbers, period, base, updated, edition)
     return 200, body.encode(), ctype, headers
 
 

@@ -425,7 +425,7 @@ def quarantine(*, collector: Collector, symbol: str, invalid, origin: dict, once
                            open_time=utc_from_ms(row[0]) if isinstance(row, (list, tuple)) and row
                            and isinstance(row[0], int) else None,
                            rule=rule, payload=row if isinstance(row, dict) else list(row),
-                           fingerprint=_fingerprint(rule, row) if once else "", **origin)
+                           fingerprint=_fingerprint(symbol, rule, row) if once else "", **origin)
             for row, rule in invalid]
     if once and rows:
         known = set(QuarantinedRow.objects.filter(collector=collector, fingerprint__in={r.fingerprint for r in rows})
@@ -435,8 +435,8 @@ def quarantine(*, collector: Collector, symbol: str, invalid, origin: dict, once
     return len(rows)
 
 
-def _fingerprint(rule: str, payload) -> str:
-    return hashlib.sha256(orjson.dumps([rule, payload], option=orjson.OPT_SORT_KEYS)).hexdigest()
+def _fingerprint(symbol: str, rule: str, payload) -> str:
+    return hashlib.sha256(orjson.dumps([symbol, rule, payload], option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def stored_values(candles) -> dict:

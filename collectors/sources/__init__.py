@@ -61,6 +61,12 @@ class Page:
     on_stored: Callable[[], None] | None = None
 
 
+def unknown_keys(config: dict, allowed: set[str]) -> dict[str, str]:
+    """The ConfigError entry for the first key of `config` a source does not know, if any."""
+    unknown = sorted(set(config) - allowed)
+    return {unknown[0]: f"Unknown key; allowed: {', '.join(sorted(allowed))}."} if unknown else {}
+
+
 def kind_choices() -> list[tuple[str, str]]:
     """The Collector.kind choices, read when asked: a new source needs no migration for them."""
     return [(kind, kind) for kind in SOURCES]

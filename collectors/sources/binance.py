@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Iterator
 
 from collectors.http import MalformedResponse, Upstream
-from collectors.sources import ConfigError, Page, SourceError
+from collectors.sources import ConfigError, Page, SourceError, unknown_keys
 
 INTERVALS = {
     "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
@@ -65,10 +65,7 @@ class BinanceKlines:
 
     @classmethod
     def validate_config(cls, config: dict, symbols: list) -> tuple[dict, list]:
-        errors = {}
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            errors[sorted(unknown)[0]] = f"Unknown key; allowed: {', '.join(sorted(CONFIG_KEYS))}."
+        errors = unknown_keys(config, CONFIG_KEYS)
         config = {"base_url": "https://api.binance.com", "interval": _default_interval(), **config}
         base_url = config["base_url"]
         if not isinstance(base_url, str) or not re.fullmatch(r"https?://[^/\s\x00]+(/[^\s\x00]*)?", base_url):

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import feedparser
 
 from collectors.http import Document, MalformedResponse, Upstream
-from collectors.sources import ConfigError, Page
+from collectors.sources import ConfigError, Page, unknown_keys
 
 CONFIG_KEYS = {"feeds"}
 MAX_FEEDS = 100
@@ -100,10 +100,7 @@ class RssNews:
 
     @classmethod
     def validate_config(cls, config: dict, symbols: list) -> tuple[dict, list]:
-        errors = {}
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            errors[sorted(unknown)[0]] = f"Unknown key; allowed: {', '.join(sorted(CONFIG_KEYS))}."
+        errors = unknown_keys(config, CONFIG_KEYS)
         feeds = config.get("feeds")
         if not isinstance(feeds, list) or not 1 <= len(feeds) <= MAX_FEEDS:
             errors["feeds"] = f"Give a list of 1 to {MAX_FEEDS} feed URLs."

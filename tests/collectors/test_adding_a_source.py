@@ -16,7 +16,7 @@ from django.db import connection, models
 from collectors import services
 from collectors.http import Upstream
 from collectors.models import CollectionRun, Collector, RunSymbol
-from collectors.sources import SOURCES, ConfigError, Page
+from collectors.sources import SOURCES, ConfigError, Page, unknown_keys
 from quality.models import QuarantinedRow
 from quality.services import quality_report
 
@@ -44,8 +44,8 @@ class JsonPrices:
 
     @classmethod
     def validate_config(cls, config: dict, symbols: list) -> tuple[dict, list]:
-        if set(config) - {"base_url"}:
-            raise ConfigError({sorted(set(config) - {"base_url"})[0]: "Unknown key; allowed: base_url."})
+        if errors := unknown_keys(config, {"base_url"}):
+            raise ConfigError(errors)
         if not isinstance(config.get("base_url"), str) or not config["base_url"].startswith(("http://", "https://")):
             raise ConfigError({"base_url": "Must be an http(s) URL."})
         if not symbols:
