@@ -1,6 +1,7 @@
 """Admin: collectors with collect-now actions, live runs, API keys, candles (read-only)."""
 
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
@@ -32,6 +33,13 @@ def progress_bar(percent: float, status: str) -> str:
         '<div style="width:140px;background:#eee;border-radius:3px;display:inline-block;'
         'vertical-align:middle"><div style="width:{}%;background:{};height:10px;border-radius:3px">'
         '</div></div> <span>{}%</span>', f"{percent:.0f}", colour, f"{percent:.0f}")
+
+
+def stored_rows_link(collector: Collector) -> tuple[str, str]:
+    """(admin URL, name) of the rows an event collector stored: its source's model's list."""
+    model = apps.get_model(collector.source_class.model)
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    return f"{url}?collector__id__exact={collector.pk}", str(model._meta.verbose_name_plural)
 
 
 def _collect_action(mode):
@@ -107,9 +115,9 @@ class CollectorAdmin(admin.ModelAdmin):
     @admin.display(description="quality")
     def quality(self, obj):
         if obj.grain is None:  # events: no expected count per day; browse the rows instead
-            return format_html('<a href="{}">report</a> · <a href="{}?collector__id__exact={}">articles</a>',
-                               reverse("admin:quality_report", args=[obj.pk]),
-                               reverse("admin:collectors_article_changelist"), obj.pk)
+            url, label = stored_rows_link(obj)
+            return format_html('<a href="{}">report</a> · <a href="{}">{}</a>',
+                               reverse("admin:quality_report", args=[obj.pk]), url, label)
         return format_html('<a href="{}">report</a> · <a href="{}">coverage</a>',
                            reverse("admin:quality_report", args=[obj.pk]),
                            reverse("admin:quality_coverage", args=[obj.pk]))
@@ -243,9 +251,10 @@ class CandleAdmin(ReadOnlyAdmin):
 class ArticleAdmin(ReadOnlyAdmin):
     """News read by rss_news collectors, each article once (by guid, else link)."""
 
-    list_display = ["headline", "source", "published_at", "author_names", "fetched_at", "collector"]
+    list_display = ["published", "headline", "source", "author_names", "collector"]
+    list_display_links = ["published"]  # the title links to the article itself
     list_filter = ["collector", "source"]
-    search_fields = ["title"]
+    search_fields = ["title", "=guid"]
     date_hierarchy = "published_at"
     list_per_page = 100
 
@@ -257,8 +266,13 @@ class ArticleAdmin(ReadOnlyAdmin):
 
     @admin.display(description="title", ordering="title")
     def headline(self, obj):
-        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', obj.url, obj.title[:120]) \
-            if obj.url else obj.title[:120]
+        title = obj.title[:140] or obj.guid[:140]
+        return format_html('<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>', obj.url, title) \
+            if obj.url else title
+
+    @admin.display(description="published (UTC)", ordering="published_at")
+    def published(self, obj):
+        return obj.published_at.strftime("%Y-%m-%d %H:%M")
 
     @admin.display(description="authors")
     def author_names(self, obj):

@@ -462,10 +462,13 @@ class CollectorSerializer(RejectUnknownFields, serializers.ModelSerializer):
     kind = serializers.ChoiceField(choices=list(sources.SOURCES))
     config = serializers.DictField(
         required=False, help_text="Settings for the kind; secrets come back masked. binance_klines: "
-        "base_url, interval, and top_n with quote_asset instead of symbols. On PATCH the keys "
-        "sent are merged into the stored config; a key sent as null is removed.")
+        "base_url, interval, and top_n with quote_asset instead of symbols. rss_news: feeds, a list "
+        "of feed URLs. On PATCH the keys sent are merged into the stored config; a key sent as null "
+        "is removed.")
     symbols = serializers.ListField(child=serializers.CharField(max_length=32), required=False,
-                                    max_length=5000)
+                                    max_length=5000, help_text="binance_klines: the symbols to collect "
+                                    "(or none, with top_n). rss_news: made from the feeds (their names); "
+                                    "what is sent is replaced.")
     last_run = serializers.SerializerMethodField()
     next_run = serializers.SerializerMethodField(help_text="When the schedule starts the next forward run "
                                                            "(null: disabled or no schedule).")
@@ -601,7 +604,7 @@ class CandleFilterSerializer(serializers.Serializer):
                                      help_text="csv streams every matching candle (no pagination).")
 
     def validate_collector(self, slug):
-        return collector_by_slug(slug)
+        return collector_by_slug(slug, candles_for="the candles list")
 
     def validate(self, attrs):
         if "start" in attrs and "end" in attrs and attrs["end"] < attrs["start"]:
@@ -723,9 +726,10 @@ class ArticleFilterSerializer(serializers.Serializer):
         source = attrs.get("source")
         if source is not None:
             source = attrs["source"] = source.strip().upper()
-            if source not in attrs["collector"].symbols:
-                raise ValidationError({"source": [f"Not a feed of {attrs['collector'].slug}; its feeds: "
-                                                  f"{', '.join(attrs['collector'].symbols)}."]})
+            if source not in attrs["collector"].symbols and \
+                    not Article.objects.filter(collector=attrs["collector"], source=source).exists():
+                raise ValidationError({"source": [f"Not a feed of {attrs['collector'].slug} (and nothing "
+                                                  f"stored from it); its feeds: {', '.join(attrs['collector'].symbols)}."]})
         return attrs
 
 

@@ -108,7 +108,9 @@ def feed_response(name: str, *, now_ms: int, items: int, base: str, if_none_matc
     headers = [("ETag", etag), ("Last-Modified", format_datetime(updated, usegmt=True)),
                ("Cache-Control", "max-age=60")]
     if if_none_match is not None:
-        fresh = etag in [tag.strip() for tag in if_none_match.split(",")] or if_none_match.strip() == "*"
+        # Weak comparison (RFC 9110 13.1.2): W/"x" matches "x".
+        fresh = etag in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")] \
+            or if_none_match.strip() == "*"
     else:
         fresh = _not_older(if_modified_since, updated)
     if fresh:

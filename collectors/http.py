@@ -185,7 +185,9 @@ class Upstream:
                 fetched.parsed = parse(fetched)
             return fetched
 
-        return self._request(url, None, weight, document, headers=headers)
+        # A document that will not parse is that URL's fault, not its host's: it is retried but
+        # does not count towards the host's breaker (other feeds there are fine).
+        return self._request(url, None, weight, document, headers=headers, malformed_trips=False)
 
     def remember(self, document: Document):
         """Keep the document's validators for the next conditional GET (and when it was checked)."""
@@ -194,7 +196,7 @@ class Upstream:
         HttpValidator.remember(scope=self.validator_scope, url=document.url, etag=document.etag,
                                last_modified=document.last_modified, changed=not document.not_modified)
 
-    def _request(self, path: str, params, weight: int, decode, *, headers=None):
+    def _request(self, path: str, params, weight: int, decode, *, headers=None, malformed_trips=True):
         url = self._url(path)
         key = urlsplit(url).netloc
         attempt, waited = 0, [False]
@@ -203,7 +205,7 @@ class Upstream:
             self._reserve(key, weight)
             try:
                 self.requests += 1
-                return self._get_once(url, key, params, decode, headers)
+                return self._get_once(url, key, params, decode, headers, malformed_trips)
             except SourceError as error:
                 if error.permanent or attempt >= self.retries:
                     raise
@@ -215,7 +217,7 @@ class Upstream:
                 log.info("upstream_retry", url=path, attempt=attempt, delay=delay, error=str(error))
                 self.wait(delay)
 
-    def _get_once(self, url, key, params, decode, headers):
+    def _get_once(self, url, key, params, decode, headers, malformed_trips):
         """One request. The breaker counts network errors, 5xx and malformed bodies as failures,
         any other answer as success; a 418 (IP ban) opens it until the ban ends."""
         from collectors.models import CircuitBreaker
@@ -245,8 +247,8 @@ class Upstream:
                 raise SourceError(f"HTTP {status} from upstream", status=status)
             result = self._decode(response, decode)
         except SourceError as error:
-            if error.permanent:  # a 4xx about the request: the upstream itself is answering
-                CircuitBreaker.record_success(key)
+            if error.permanent or (error.malformed and not malformed_trips):
+                CircuitBreaker.record_success(key)  # the upstream itself is answering
             elif error.status not in (418, 429):  # rate limits belong to the weight budget
                 self._failed(key, error)
             raise
@@ -267,4 +269,4 @@ class Upstream:
             return decode(response)
         except (orjson.JSONDecodeError, MalformedResponse, ValueError, TypeError, KeyError,
                 IndexError) as error:
-            raise SourceError(f"Malformed response body: {error}", status=status) from error
+            raise SourceError(f"Malformed response body: {error}", status=status, malformed=True) from error

@@ -41,8 +41,9 @@ class Collector(models.Model):
                               'rss_news: {"feeds": ["https://example.com/news.rss", ...]} (the '
                               "symbols become the feeds' names).")
     symbols = models.JSONField(default=list, blank=True,
-                               help_text='A list like ["BTCUSDT", "ETHUSDT"]; leave empty and set '
-                                         '"top_n" in config for the N most traded symbols.')
+                               help_text='binance_klines: a list like ["BTCUSDT", "ETHUSDT"]; leave empty '
+                                         'and set "top_n" in config for the N most traded symbols. '
+                                         "rss_news: filled in from the feeds (their names) on save.")
     beginning_date = models.DateField(default=default_beginning_date,
                                       help_text="Earliest date collected (UTC).")
     schedule = models.CharField(max_length=100, blank=True, default=default_schedule,

@@ -35,6 +35,7 @@ SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 # A candle counts as closed only this long after its period ends, so a clock slightly ahead
 # of the exchange's never stores the still-open candle as final.
 CLOSE_GRACE = timedelta(seconds=5)
+EVENTS_UNTIL = datetime(2100, 1, 1, tzinfo=dt_timezone.utc)  # no end asked: whatever the source has
 
 
 class TriggerError(Exception):
@@ -79,7 +80,7 @@ def collector_resolve(*, slug: str | None) -> Collector:
 
 def no_series_message(*, collector: Collector, what: str) -> str:
     return (f"Collector {collector.slug} ({collector.kind}) collects events, not interval data: {what} "
-            f"work on candle collectors. Runs read its sources again (backward, gap_fill).")
+            f"apply to candle collectors only. Runs read its sources again (backward, gap_fill).")
 
 
 def series_required(*, collector: Collector, what: str):
@@ -103,7 +104,8 @@ def symbols_validate(*, collector: Collector, symbols: list[str] | None) -> list
     if collector.symbols:
         unknown = [s for s in symbols if s not in collector.symbols]
         if unknown:
-            raise TriggerError("symbols", f"Not a symbol of {collector.slug}: {', '.join(unknown)}.")
+            raise TriggerError("symbols", f"Not a symbol of {collector.slug}: {', '.join(unknown)[:200]}.",
+                               choices=collector.symbols)
     return symbols
 
 
@@ -220,9 +222,10 @@ def plan_ranges(*, collector: Collector, symbol: str, mode: str, start: datetime
     series = collector.series
     beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
     if step is None:
-        # Events (news): the source reads what it can (a feed's window) in every mode and the
-        # store skips what is already there; the range is only passed along.
-        lo, hi = start or beginning, end or now
+        # Events (news): the source reads what it can (a feed's window) in every mode, the
+        # store skips what is already there and what falls outside [lo, hi).
+        lo = start or beginning
+        hi = end + timedelta(microseconds=1) if end else EVENTS_UNTIL  # a requested end is inclusive
         return [(lo, hi)] if lo < hi else []
     horizon = floor_time(now - CLOSE_GRACE, step)
     # A requested end is inclusive (the candle opening at `end` is wanted); ranges are half-open.
@@ -326,7 +329,8 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, is_cancelle
                     return "cancelled", [(cursor, end)] + ranges[index + 1:], "Cancelled."
         except SourceError as error:
             report()
-            missing = [(cursor, end)] + ranges[index + 1:]
+            # Events have no range left to fill later: the next run reads the source again.
+            missing = [(cursor, end)] + ranges[index + 1:] if collector.grain else []
             log.warning("fetch_failed", error=str(error), permanent=error.permanent)
             failed = error.permanent or (stored == 0 and cursor == start and index == 0)
             return ("failed" if failed else "partial"), missing, str(error)
@@ -370,11 +374,15 @@ def _record_store(*, collector: Collector, symbol: str, source, origin: dict, re
     """How a page of events is stored: new rows inserted into the source's model, rows already
     there counted as duplicates, what the source could not read quarantined."""
     model = django_apps.get_model(source.model)
-    key = source.key
+    key, time_field = source.key, source.time_field
 
     def store(page) -> int:
+        rows = [row for row in page.rows if page.start <= row[time_field] < page.end]
+        if len(rows) < len(page.rows):
+            log.info("entries_outside_range", skipped=len(page.rows) - len(rows),
+                     start=page.start.isoformat(), end=page.end.isoformat())
         with transaction.atomic():
-            written, duplicates = records_insert_new(collector=collector, model=model, key=key, rows=page.rows)
+            written, duplicates = records_insert_new(collector=collector, model=model, key=key, rows=rows)
             # A feed shows a bad entry on every read until it scrolls away: quarantined once.
             invalid = quarantine(collector=collector, symbol=symbol, invalid=page.invalid, origin=origin,
                                  once=True)

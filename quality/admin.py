@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from collectors import services as collect
-from collectors.admin import ReadOnlyAdmin
+from collectors.admin import ReadOnlyAdmin, stored_rows_link
 from collectors.models import Collector
 from quality import services
 from quality.charts import CLICK_SCRIPT, coverage_svg, legend_html, trend_svg
@@ -36,7 +36,10 @@ class QuarantinedRowAdmin(ReadOnlyAdmin):
 
     @admin.display(description="meaning")
     def rule_meaning(self, obj):
-        return RULES.get(obj.rule, "")
+        return RULES.get(obj.rule) or getattr(obj.collector.source_class, "rules", {}).get(obj.rule, "")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("collector")
 
 
 @admin.register(Revision)
@@ -119,8 +122,10 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
         since = timezone.now() - timedelta(days=settings.DATA_RETENTION_DAYS)
         points = list(collector.snapshots.filter(taken_at__gte=since).order_by("taken_at")
                       .values_list("taken_at", "score", "completeness"))
+        rows_url, rows_label = stored_rows_link(collector) if collector.grain is None else ("", "")
         return TemplateResponse(request, "admin/quality/report.html", self._context(
             request, collector, f"Data quality: {collector.slug}", report=report,
+            rows_url=rows_url, rows_label=rows_label,
             trend=mark_safe(trend_svg(points[-500:])), audits=collector.audits.all()[:5]))
 
     def _no_coverage(self, request, collector):

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from collectors.api import BAD_REQUEST, NOT_FOUND, ApiView, RejectUnknownFields, collector_by_slug, validated, who
 from quality.models import DriftAudit
-from quality.services import audit_start, quality_report_served, records_validate
+from quality.services import audit_start, quality_report_served, records_validate, symbol_known
 
 
 class QualityFilterSerializer(serializers.Serializer):
@@ -19,6 +19,14 @@ class QualityFilterSerializer(serializers.Serializer):
 
     def validate_collector(self, slug):
         return collector_by_slug(slug)
+
+    def validate(self, attrs):
+        symbol = attrs.get("symbol", "").strip().upper()
+        if symbol and not symbol_known(collector=attrs["collector"], symbol=symbol):
+            raise serializers.ValidationError({"symbol": [
+                f"Not a symbol of {attrs['collector'].slug} (and nothing stored for it); its symbols: "
+                f"{', '.join(attrs['collector'].symbols[:50]) or 'chosen when a run starts (top_n)'}."]})
+        return attrs
 
 
 class DataQuality(ApiView, APIView):
@@ -31,6 +39,12 @@ class DataQuality(ApiView, APIView):
         freshness = seconds since the last stored candle closed (stale beyond two intervals,
         at least two hours); data_quality_score = 100 x (seen - invalid - duplicates) / seen,
         seen = stored + quarantined rows.
+
+        Event collectors (news; `records_kind` = `events`) have no expected count: per feed,
+        `records`, `latest` (newest entry), `freshness_seconds` (stale beyond
+        EVENT_STALE_AFTER_HOURS), `last_collected_at`, `last_status`/`last_error` (the latest
+        read), `invalid_records` and `duplicate_records` (entries read again and skipped);
+        `completeness_ratio` is null and score = 100 x stored / (stored + quarantined).
 
         `source` says where the figures come from: `snapshot` (the latest scheduled one, served
         while younger than QUALITY_SNAPSHOT_MAX_AGE_SECONDS and no run or backfill of the

@@ -21,7 +21,7 @@ class QuarantinedRow(models.Model):
         indexes = [models.Index(fields=["collector", "symbol", "open_time"])]
 
     def __str__(self):
-        return f"{self.symbol} {self.open_time} {self.rule}"
+        return f"{self.symbol} {self.open_time or ''} {self.rule}".replace("  ", " ")
 
 
 class Revision(models.Model):

@@ -91,6 +91,17 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
             "stale_after_seconds": stale_after, "symbols": rows}
 
 
+def symbol_known(*, collector: Collector, symbol: str) -> bool:
+    """One of the collector's symbols, or one it has stored rows of."""
+    if symbol in collector.symbols:
+        return True
+    if collector.grain is not None:
+        return Candle.objects.filter(collector=collector, symbol=symbol).exists()
+    source = collector.source_class
+    return django_apps.get_model(source.model).objects.filter(
+        collector=collector, **{source.symbol_field: symbol}).exists()
+
+
 def _events_report(*, collector: Collector, symbol: str | None, now: datetime) -> dict:
     """The report of an event collector (news), per feed: rows stored, the newest one's time
     (freshness: stale after EVENT_STALE_AFTER_HOURS without a new one), the last complete
@@ -107,6 +118,8 @@ def _events_report(*, collector: Collector, symbol: str | None, now: datetime) -
     items = RunSymbol.objects.filter(run__collector=collector)
     reseen = dict(items.values_list("symbol").annotate(d=Sum("duplicates")))
     collected = dict(items.filter(status=RunSymbol.COMPLETE).values_list("symbol").annotate(t=Max("finished_at")))
+    latest = {row["symbol"]: row for row in RunSymbol.objects.filter(
+        pk__in=items.values("symbol").annotate(last=Max("id")).values("last")).values("symbol", "status", "error")}
     stale_after = settings.EVENT_STALE_AFTER_HOURS * 3600
     rows = []
     for name in symbols:
@@ -116,6 +129,8 @@ def _events_report(*, collector: Collector, symbol: str | None, now: datetime) -
                      "freshness_seconds": round(freshness) if freshness is not None else None,
                      "is_fresh": freshness is not None and freshness <= stale_after,
                      "last_collected_at": iso(collected.get(name)),
+                     "last_status": latest.get(name, {}).get("status"),
+                     "last_error": latest.get(name, {}).get("error") or None,
                      "invalid_records": invalid.get(name, 0), "duplicate_records": reseen.get(name) or 0})
     valid = sum(r["records"] for r in rows)
     bad = sum(r["invalid_records"] for r in rows)
@@ -123,7 +138,8 @@ def _events_report(*, collector: Collector, symbol: str | None, now: datetime) -
              .values_list("rule").annotate(n=Count("id")).order_by("-n"))
     descriptions = getattr(source, "rules", {})
     freshest = [r["freshness_seconds"] for r in rows if r["freshness_seconds"] is not None]
-    return {"collector": collector.slug, "records_kind": "events", "start": iso(_midnight(collector.beginning_date)),
+    return {"collector": collector.slug, "records_kind": "events",
+            "symbols_without_records": sum(r["records"] == 0 for r in rows), "start": iso(_midnight(collector.beginning_date)),
             "end": iso(now), "total_records": valid + bad, "valid_records": valid, "invalid_records": bad,
             "duplicate_records": sum(r["duplicate_records"] for r in rows), "revisions": 0,
             "validation_errors": [f"{rule}: {descriptions.get(rule, rule)} ({n})" for rule, n in rules],

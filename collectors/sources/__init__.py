@@ -37,9 +37,10 @@ class SourceError(Exception):
     """An upstream failure. Permanent ones (a bad symbol) are not retried."""
 
     def __init__(self, message: str, *, permanent: bool = False, status: int | None = None,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, malformed: bool = False):
         super().__init__(message)
         self.permanent = permanent
+        self.malformed = malformed  # a 200 whose body is not what was promised
         self.status = status
         self.retry_after = retry_after
 

@@ -19,33 +19,49 @@ import hashlib
 import io
 import re
 from datetime import datetime, timedelta, timezone
+from email.utils import parseaddr
 from typing import Iterator
 from urllib.parse import urlsplit
 
 import feedparser
 
 from collectors.http import Document, MalformedResponse, Upstream
-from collectors.sources import ConfigError, Page, unknown_keys
+from collectors.sources import ConfigError, Page, SourceError, unknown_keys
 
 CONFIG_KEYS = {"feeds"}
 MAX_FEEDS = 100
 FUTURE_TOLERANCE = timedelta(days=1)  # feeds' clocks run ahead; further ahead is a wrong time
 ROOT_ENDS = (b"</rss>", b"</feed>", b"</rdf:RDF>")
-URL_RE = re.compile(r"https?://[^/\s\x00]+(/[^\s\x00]*)?")
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 RULES = {
     "malformed_feed": "The document is not an RSS or Atom feed that can be read (kept: the error "
                       "and its first 2,000 characters).",
     "no_id": "The entry has neither a guid/id nor a link, so it cannot be told apart from others.",
-    "no_time": "The entry has no published or updated time that can be read.",
+    "no_time": "The entry has no published or updated time that can be read (or one before 1970).",
     "future_time": "The entry's time is more than a day ahead of the clock.",
 }
 
 
+def feed_url_error(url) -> str | None:
+    """Why `url` cannot be a feed's address, or None."""
+    if not isinstance(url, str) or len(url) > 2000 or any(c.isspace() or c == "\x00" for c in url):
+        return "not an http(s) URL"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError as error:
+        return str(error)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL with a host"
+    return None
+
+
 def feed_name(url: str) -> str:
-    """A feed's name (its symbol): host and path, upper-cased, without www. and the extension,
-    e.g. https://www.example.com/news/markets.rss -> EXAMPLE.COM-NEWS-MARKETS; names longer than
-    32 characters are cut and end in a hash of the URL."""
+    """A feed's name (its symbol): host and path, upper-cased, without www., the port and the
+    extension (so a feed keeps its name when its server moves), e.g.
+    https://www.example.com/news/markets.rss -> EXAMPLE.COM-NEWS-MARKETS; names longer than 32
+    characters are cut and end in a hash of the URL."""
     parts = urlsplit(url)
     host = (parts.hostname or "").removeprefix("www.")
     path = re.sub(r"\.(rss|xml|atom|rdf)$", "", parts.path.strip("/"), flags=re.IGNORECASE)
@@ -66,13 +82,27 @@ def parse_feed(document: Document):
     # A stream, not bytes or str: feedparser fetches a string that looks like a URL itself.
     parsed = feedparser.parse(io.BytesIO(document.content),
                               response_headers={"content-type": document.content_type})
-    if parsed.bozo and parsed.version and not document.content.rstrip().endswith(ROOT_ENDS):
+    if parsed.bozo and parsed.get("version") and not document.content.rstrip().endswith(ROOT_ENDS):
         raise MalformedResponse(f"feed ends early ({parsed.get('bozo_exception')})")
     return parsed
 
 
-def _utc(struct) -> datetime:
-    return datetime.fromtimestamp(calendar.timegm(struct), tz=timezone.utc)
+def _authors(entry) -> list[str]:
+    names = [a.get("name") or a.get("email") for a in entry.get("authors", []) if a.get("name") or a.get("email")]
+    raw = dict.get(entry, "author") or ""
+    if "@" in raw:
+        # feedparser's e-mail pattern cuts domains whose last part is over 4 letters
+        # ("desk@news.example (Desk)" -> "ple (Desk"): read an RSS author address ourselves.
+        name, email = parseaddr(raw)
+        names = [name or email or raw] + names[1:]
+    return [name[:200] for name in names]
+
+
+def _utc(struct) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(calendar.timegm(struct), tz=timezone.utc) if struct else None
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _excerpt(entry) -> dict:
@@ -104,36 +134,45 @@ class RssNews:
         feeds = config.get("feeds")
         if not isinstance(feeds, list) or not 1 <= len(feeds) <= MAX_FEEDS:
             errors["feeds"] = f"Give a list of 1 to {MAX_FEEDS} feed URLs."
-        elif bad := [f for f in feeds if not isinstance(f, str) or not URL_RE.fullmatch(f)]:
-            errors["feeds"] = f"Not an http(s) URL: {str(bad[0])[:100]!r}."
+        elif bad := [(f, why) for f in feeds if (why := feed_url_error(f))]:
+            errors["feeds"] = f"{str(bad[0][0])[:100]!r}: {bad[0][1]}."
         elif len(set(feeds)) != len(feeds):
             errors["feeds"] = "Feeds must not repeat."
         if errors:
             raise ConfigError(errors)
         names = [feed_name(url) for url in feeds]
         if len(set(names)) != len(names):
-            raise ConfigError({"feeds": "Two feeds get the same name; they differ only in case or "
-                                        "punctuation."})
-        if symbols and symbols != names:
-            raise ConfigError({"symbols": "For rss_news the symbols are the feeds' names, made from "
-                                          f"config feeds ({', '.join(names)}); leave symbols empty."})
+            twice = next(name for name in names if names.count(name) > 1)
+            raise ConfigError({"feeds": f"Two feeds get the same name, {twice}: they differ only in "
+                                        "scheme, port, case or punctuation."})
+        # The symbols are always the feeds' names: whatever was given (an edit form shows the
+        # old ones) is replaced, and the response shows the new ones.
         return {"feeds": feeds}, names
 
     def fetch(self, symbol: str, start: datetime, end: datetime) -> Iterator[Page]:
         """One page: the feed's current entries (none when it is unchanged since the last fetch)."""
+        if symbol not in self.feeds:
+            raise SourceError(f"{symbol} is no longer one of the collector's feeds.", permanent=True)
         document = self.http.get_document(self.feeds[symbol], parse=parse_feed)
         remember = lambda: self.http.remember(document)  # noqa: E731
         if document.not_modified:
             yield Page(rows=[], start=start, end=end, on_stored=remember)
             return
         rows, invalid = self.read(document, symbol=symbol, now=datetime.now(timezone.utc))
-        yield Page(rows=rows, start=start, end=end, invalid=invalid, on_stored=remember)
+        if rows or not invalid or invalid[0][1] != "malformed_feed":
+            yield Page(rows=rows, start=start, end=end, invalid=invalid, on_stored=remember)
+            return
+        # Not a feed: quarantined (once), then the feed fails, so the run says so every time
+        # (its validators are not kept: an unchanged broken document is not hidden by a 304).
+        yield Page(rows=[], start=start, end=end, invalid=invalid)
+        raise SourceError(f"Not an RSS or Atom feed ({invalid[0][0]['error'][:200]}); quarantined.",
+                          permanent=True)
 
     @staticmethod
     def read(document: Document, *, symbol: str, now: datetime) -> tuple[list[dict], list[tuple]]:
         """Article rows and quarantined (payload, rule) pairs of a fetched feed document."""
         parsed = document.parsed
-        if not parsed.version and not parsed.entries:
+        if not parsed.get("version") and not parsed.entries:
             reason = parsed.get("bozo_exception") or "no RSS or Atom root element"
             return [], [({"url": document.url, "error": str(reason)[:500],
                           "excerpt": document.content[:2000].decode("utf-8", "replace")}, "malformed_feed")]
@@ -142,17 +181,16 @@ class RssNews:
             link = entry.get("link", "")
             guid = entry.get("id") or link
             # dict.get: FeedParserDict.get("updated_parsed") falls back to published, with a warning.
-            moment = dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")
-            rule = "no_id" if not guid else "no_time" if not moment else None
-            if rule is None and _utc(moment) > now + FUTURE_TOLERANCE:
+            when = _utc(dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed"))
+            rule = "no_id" if not guid else "no_time" if when is None or when < EARLIEST else None
+            if rule is None and when > now + FUTURE_TOLERANCE:
                 rule = "future_time"
             if rule:
                 invalid.append((_excerpt(entry), rule))
                 continue
-            authors = [a.get("name") or a.get("email") for a in entry.get("authors", [])
-                       if a.get("name") or a.get("email")]
             rows.append({"source": symbol, "guid": guid if len(guid) <= 500 else f"sha256:{_digest(guid)}",
-                         "url": link[:2000], "title": entry.get("title", ""),
-                         "summary": entry.get("summary", ""), "published_at": _utc(moment),
-                         "authors": authors})
+                         # Only web links are kept as the URL (a feed may say javascript:...).
+                         "url": link[:2000] if link.startswith(("http://", "https://")) else "",
+                         "title": entry.get("title", ""), "summary": entry.get("summary", ""),
+                         "published_at": when, "authors": _authors(entry)})
         return rows, invalid

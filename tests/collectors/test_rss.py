@@ -8,7 +8,9 @@ from django.core.exceptions import ValidationError
 from collectors import services
 from collectors.emulator_feeds import FEEDS
 from collectors.models import Article, CollectionRun, Collector, HttpValidator, RunSymbol
-from collectors.sources.rss import feed_name
+from collectors.http import Document
+from collectors.models import CircuitBreaker
+from collectors.sources.rss import RssNews, feed_name, parse_feed
 from quality.models import QuarantinedRow
 
 pytestmark = pytest.mark.django_db
@@ -59,10 +61,14 @@ def test_feed_names_are_readable_short_and_stable():
 @pytest.mark.parametrize("config, symbols, field, message", [
     ({}, [], "config", "feeds: Give a list of 1 to 100 feed URLs."),
     ({"feeds": "https://example.com/a.rss"}, [], "config", "feeds: Give a list"),
-    ({"feeds": ["ftp://example.com/a.rss"]}, [], "config", "feeds: Not an http(s) URL: 'ftp://example.com/a.rss'."),
+    ({"feeds": ["ftp://example.com/a.rss"]}, [], "config", "feeds: 'ftp://example.com/a.rss': not an http(s) URL"),
+    ({"feeds": ["http://:80/feed"]}, [], "config", "not an http(s) URL with a host"),
+    ({"feeds": ["http://example.com:99999/feed"]}, [], "config", "Port out of range"),
+    ({"feeds": ["http://example.com:abc/feed"]}, [], "config", "feeds: 'http://example.com:abc/feed'"),
+    ({"feeds": ["http://[abc/feed"]}, [], "config", "Invalid IPv6 URL"),
     ({"feeds": ["https://example.com/a.rss"] * 2}, [], "config", "feeds: Feeds must not repeat."),
+    ({"feeds": ["http://a.com/x", "https://a.com/x"]}, [], "config", "same name, A.COM-X: they differ only"),
     ({"feeds": ["https://example.com/a.rss"], "interval": "1h"}, [], "config", "interval: Unknown key"),
-    ({"feeds": ["https://example.com/a.rss"]}, ["BTCUSDT"], "symbols", "the symbols are the feeds' names"),
 ])
 def test_bad_news_config_is_refused_naming_the_key(config, symbols, field, message):
     collector = Collector(slug="n", name="n", kind="rss_news", config=config, symbols=symbols, schedule="")
@@ -71,11 +77,14 @@ def test_bad_news_config_is_refused_naming_the_key(config, symbols, field, messa
     assert any(message in text for text in raised.value.message_dict[field])
 
 
-def test_feeds_become_the_collectors_symbols(feeds):
+def test_feeds_become_the_collectors_symbols_and_changing_them_renames(feeds):
     collector = news_collector(feeds)
     assert collector.symbols == [MARKETS, RESEARCH, BROKEN]
     assert collector.grain is None and collector.series == ""
-    collector.full_clean()  # saving again with the derived names is fine
+    # An edit form sends the old names back with new feeds: the names follow the feeds.
+    collector.config = {"feeds": [f"{feeds.url}/feeds/research.atom"]}
+    collector.full_clean()
+    assert collector.symbols == [RESEARCH]
 
 
 def test_news_run_stores_each_article_once_and_quarantines_what_it_cannot_read(feeds):
@@ -84,12 +93,14 @@ def test_news_run_stores_each_article_once_and_quarantines_what_it_cannot_read(f
 
     markets = window("markets.rss", NOW_MS)
     unreadable = [n for n in markets if n % 7 == 0]  # neither guid nor link
-    assert run.status == CollectionRun.COMPLETE
     assert items[MARKETS].records == len(markets) - len(unreadable)
     assert items[MARKETS].invalid == len(unreadable) > 0
     assert items[RESEARCH].records == 20
+    # Not a feed at all: quarantined, and the feed fails (the run says so, not fatal to the others).
     assert items[BROKEN].records == 0 and items[BROKEN].invalid == 1
-    assert all(item.status == RunSymbol.COMPLETE for item in items.values())
+    assert items[BROKEN].status == RunSymbol.FAILED and "Not an RSS or Atom feed" in items[BROKEN].error
+    assert items[MARKETS].status == items[RESEARCH].status == RunSymbol.COMPLETE
+    assert run.status == CollectionRun.PARTIAL
 
     articles = Article.objects.filter(collector=collector)
     assert articles.count() == len(markets) - len(unreadable) + 20
@@ -100,7 +111,10 @@ def test_news_run_stores_each_article_once_and_quarantines_what_it_cannot_read(f
         {f"{feeds.url}/news/markets/{n}" for n in no_guid}
     latest = articles.get(guid=f"urn:emulator:markets:{markets[-1]}") if markets[-1] % 5 and markets[-1] % 7 \
         else articles.filter(source=MARKETS).first()
-    assert latest.published_at <= NOW and latest.authors and latest.title and latest.url
+    assert latest.published_at <= NOW and latest.title and latest.url
+    # "desk@news.example (Markets desk)": the name, whole (feedparser alone cuts long domains).
+    assert {name for a in articles.filter(source=MARKETS) for name in a.authors} == \
+        {"Markets desk", "Derivatives desk", "Asia desk"}
     atom = articles.get(guid=f"tag:news.example,2025:research/{window('research.atom', NOW_MS)[-1]}")
     assert atom.source == RESEARCH and 1 <= len(atom.authors) <= 2 and atom.summary.startswith("Support")
     assert atom.published_at == datetime.fromtimestamp(
@@ -120,8 +134,10 @@ def test_a_second_forward_run_costs_one_304_per_feed_and_stores_nothing(feeds):
 
     run, items = collect(collector)
 
-    assert feeds.stats()["status_counts"] == {"304": 3}
-    assert run.status == CollectionRun.COMPLETE
+    # The broken document is read again (no validators kept for it) and fails again, quietly
+    # for the quarantine (once), loudly for the run.
+    assert feeds.stats()["status_counts"] == {"304": 2, "200": 1}
+    assert items[BROKEN].status == RunSymbol.FAILED and run.status == CollectionRun.PARTIAL
     assert sum(i.records for i in items.values()) == 0 and sum(i.requests for i in items.values()) == 3
     assert (Article.objects.count(), QuarantinedRow.objects.count()) == (stored, quarantined)
 
@@ -219,7 +235,7 @@ def test_the_api_shows_news_runs_and_a_per_feed_quality_report(feeds, api):
     collect(Collector.objects.get(slug="news"))
 
     runs = api.get("/api/admin/runs/", {"collector": "news"}).json()["results"]
-    assert len(runs) == 1 and runs[0]["status"] == "complete" and runs[0]["progress"]["records"] > 0
+    assert len(runs) == 1 and runs[0]["status"] == "partial" and runs[0]["progress"]["records"] > 0
     detail = api.get(f"/api/admin/runs/{runs[0]['id']}/").json()
     assert {s["symbol"]: s["invalid"] for s in detail["details"]} == \
         {MARKETS: len([n for n in window("markets.rss", NOW_MS) if n % 7 == 0]), BROKEN: 1}
@@ -296,3 +312,78 @@ def test_bad_article_filters_are_400s_naming_the_field(feeds, api, params, field
                              config={"base_url": feeds.url, "interval": "1h"}, symbols=["BTCUSDT"])
     response = api.get("/api/admin/articles/", params)
     assert response.status_code == 400 and field in response.json()
+
+
+def read(xml: bytes):
+    document = Document(url="http://feeds.example/x.rss", content=xml)
+    document.parsed = parse_feed(document)
+    return RssNews.read(document, symbol="FEEDS.EXAMPLE-X", now=NOW)
+
+
+def test_entries_are_read_safely_whatever_the_feed_says():
+    rows, invalid = read(b"""<rss version="2.0"><channel>
+        <item><guid>a</guid><link>javascript:alert(1)</link><title>Script</title><pubDate>Fri, 20 Nov 2026 10:00:00 GMT</pubDate></item>
+        <item><guid>b</guid><title>Old</title><pubDate>Mon, 01 Jan 1900 00:00:00 GMT</pubDate></item>
+        <item><guid>c</guid><title>Later</title><pubDate>Sat, 28 Nov 2026 10:00:00 GMT</pubDate></item>
+        <item><guid>d</guid><title>Undated</title></item>
+        <item><guid>e</guid><author>ann@news.finance (Ann Example)</author><pubDate>Fri, 20 Nov 2026 09:00:00 GMT</pubDate></item>
+        </channel></rss>""")
+    assert [(r["guid"], r["url"]) for r in rows] == [("a", ""), ("e", "")]  # only web links are URLs
+    assert rows[1]["authors"] == ["Ann Example"]
+    assert [(p["id"], rule) for p, rule in invalid] == [("b", "no_time"), ("c", "future_time"), ("d", "no_time")]
+
+
+@pytest.mark.parametrize("content", [b"", b"<html><body>Gateway error</body></html>", b'{"error": 1}'])
+def test_a_document_that_is_not_a_feed_is_quarantined_not_crashed_on(content):
+    rows, invalid = read(content)
+    assert rows == [] and [rule for _, rule in invalid] == ["malformed_feed"]
+
+
+def test_a_feed_dropped_from_the_config_while_its_run_waits_fails_with_a_reason(feeds, monkeypatch):
+    collector = news_collector(feeds, "markets.rss", "research.atom")
+    run = services.run_trigger(collector=collector, mode="forward", triggered_by="tests", enqueue=False)
+    monkeypatch.setattr(services, "_enqueue_symbols", lambda run, pks: None)  # queued, not yet run
+    services.run_start(run_id=run.pk)
+    collector.config = {"feeds": [f"{feeds.url}/feeds/research.atom"]}
+    collector.full_clean()
+    collector.save()
+    services.run_symbol_collect(run_symbol_id=run.symbols.get(symbol=MARKETS).pk)
+    item = run.symbols.get(symbol=MARKETS)
+    assert item.status == RunSymbol.FAILED and "no longer one of the collector's feeds" in item.error
+    assert item.missing_ranges == []  # a feed has no range to fill later
+
+
+def test_cut_feeds_do_not_open_their_hosts_breaker_for_the_others(feeds, settings):
+    settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD, settings.CIRCUIT_BREAKER_TIMEOUT = 2, 1
+    collector = news_collector(feeds, "markets.rss", max_retries=3)
+    feeds.configure(malformed_rate=1.0)
+    collect(collector)
+    assert not CircuitBreaker.objects.filter(state=CircuitBreaker.OPEN).exists()
+    feeds.configure(malformed_rate=0.0, error_rate=1.0, error_statuses=[503])
+    collect(collector)  # a 5xx is the host's trouble: that one counts
+    assert CircuitBreaker.objects.filter(state=CircuitBreaker.OPEN).exists()
+
+
+def test_a_run_with_dates_stores_only_the_articles_published_between_them(feeds):
+    collector = news_collector(feeds, "research.atom")
+    newest = window("research.atom", NOW_MS)[-1] * FEEDS["research.atom"][0]
+    start = datetime.fromtimestamp((newest - 2 * FEEDS["research.atom"][0]) / 1000, tz=timezone.utc)
+    end = datetime.fromtimestamp((newest - FEEDS["research.atom"][0]) / 1000, tz=timezone.utc)
+    run = services.run_trigger(collector=collector, mode="backward", start=start, end=end,
+                               triggered_by="tests", enqueue=False)
+    services.run_start(run_id=run.pk, inline=True)
+    # Entries are three hours apart: the two at start and at end (inclusive) are in.
+    assert sorted(Article.objects.values_list("published_at", flat=True)) == [start, end]
+    assert run.events.filter(event="entries_outside_range", fields__skipped=18).exists()
+
+
+def test_asking_for_a_feed_the_collector_does_not_have_is_a_400_that_lists_its_feeds(feeds, api):
+    news_collector(feeds, "markets.rss")
+    trigger = api.post("/api/admin/collect/trigger", {"mode": "forward", "collector": "news", "symbols": ["BTCUSDT"]},
+                       format="json")
+    assert trigger.status_code == 400 and trigger.json()["choices"] == [MARKETS]
+    quality = api.get("/api/admin/data-quality/", {"collector": "news", "symbol": "NOPE"})
+    assert quality.status_code == 400 and MARKETS in quality.json()["symbol"][0]
+    assert api.get("/api/admin/data-quality/", {"collector": "news", "symbol": MARKETS.lower()}).status_code == 200
+    candles = api.get("/api/admin/candles/", {"collector": "news"})
+    assert candles.status_code == 400 and "collects events" in candles.json()["collector"][0]
