@@ -8,6 +8,7 @@ to. Register it by adding one line to SOURCES. The guide: docs/adding-a-source.m
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
+from urllib.parse import urlsplit
 from importlib import import_module
 
 SOURCES = {
@@ -66,6 +67,20 @@ def unknown_keys(config: dict, allowed: set[str]) -> dict[str, str]:
     """The ConfigError entry for the first key of `config` a source does not know, if any."""
     unknown = sorted(set(config) - allowed)
     return {unknown[0]: f"Unknown key; allowed: {', '.join(sorted(allowed))}."} if unknown else {}
+
+
+def url_error(url) -> str | None:
+    """Why `url` cannot be an upstream's http(s) address, or None."""
+    if not isinstance(url, str) or len(url) > 2000 or any(c.isspace() or c == "\x00" for c in url):
+        return "not an http(s) URL"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError as error:
+        return str(error)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL with a host"
+    return None
 
 
 def kind_choices() -> list[tuple[str, str]]:

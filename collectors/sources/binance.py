@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Iterator
 
 from collectors.http import MalformedResponse, Upstream
-from collectors.sources import ConfigError, Page, SourceError, unknown_keys
+from collectors.sources import ConfigError, Page, SourceError, unknown_keys, url_error
 
 INTERVALS = {
     "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
@@ -68,7 +68,7 @@ class BinanceKlines:
         errors = unknown_keys(config, CONFIG_KEYS)
         config = {"base_url": "https://api.binance.com", "interval": _default_interval(), **config}
         base_url = config["base_url"]
-        if not isinstance(base_url, str) or not re.fullmatch(r"https?://[^/\s\x00]+(/[^\s\x00]*)?", base_url):
+        if url_error(base_url):
             errors["base_url"] = "Must be an http(s) URL such as https://api.binance.com."
         if not isinstance(config["interval"], str) or config["interval"] not in INTERVALS:
             errors["interval"] = f"Unsupported interval; use one of {', '.join(INTERVALS)}."

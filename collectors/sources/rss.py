@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import feedparser
 
 from collectors.http import Document, MalformedResponse, Upstream
-from collectors.sources import ConfigError, Page, SourceError, unknown_keys
+from collectors.sources import ConfigError, Page, SourceError, unknown_keys, url_error
 
 CONFIG_KEYS = {"feeds"}
 MAX_FEEDS = 100
@@ -41,20 +41,6 @@ RULES = {
     "no_time": "The entry has no published or updated time that can be read (or one before 1970).",
     "future_time": "The entry's time is more than a day ahead of the clock.",
 }
-
-
-def feed_url_error(url) -> str | None:
-    """Why `url` cannot be a feed's address, or None."""
-    if not isinstance(url, str) or len(url) > 2000 or any(c.isspace() or c == "\x00" for c in url):
-        return "not an http(s) URL"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
-    except ValueError as error:
-        return str(error)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "not an http(s) URL with a host"
-    return None
 
 
 def feed_name(url: str) -> str:
@@ -134,7 +120,7 @@ class RssNews:
         feeds = config.get("feeds")
         if not isinstance(feeds, list) or not 1 <= len(feeds) <= MAX_FEEDS:
             errors["feeds"] = f"Give a list of 1 to {MAX_FEEDS} feed URLs."
-        elif bad := [(f, why) for f in feeds if (why := feed_url_error(f))]:
+        elif bad := [(f, why) for f in feeds if (why := url_error(f))]:
             errors["feeds"] = f"{str(bad[0][0])[:100]!r}: {bad[0][1]}."
         elif len(set(feeds)) != len(feeds):
             errors["feeds"] = "Feeds must not repeat."
