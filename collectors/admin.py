@@ -253,7 +253,7 @@ class ArticleAdmin(ReadOnlyAdmin):
 
     list_display = ["published", "headline", "source", "author_names", "collector"]
     list_display_links = ["published"]  # the title links to the article itself
-    list_filter = ["collector", "source"]
+    list_filter = [("collector", admin.RelatedOnlyFieldListFilter), "source"]
     search_fields = ["title", "=guid"]
     date_hierarchy = "published_at"
     list_per_page = 100
