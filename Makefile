@@ -38,13 +38,17 @@ install-mysql: install
 test-mysql: install-mysql
 	DATABASE_URL=$${DATABASE_URL:-mysql://root@127.0.0.1:3306/collectors} $(BIN)/python -m pytest -q
 
+# $(call on-bench-mysql,ARGS): `python ARGS` against MariaDB's collectors_bench database,
+# created and migrated first.
+on-bench-mysql = mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4" && \
+	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
+	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python $(1)'
+
 bench: migrate
 	LOG_LEVEL=warning $(BIN)/python manage.py bench_collect
 
 bench-mysql: install-mysql
-	mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4"
-	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
-	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python manage.py bench_collect'
+	$(call on-bench-mysql,manage.py bench_collect)
 
 clean:
 	rm -rf $(VENV) staticfiles .demo db.sqlite3* .test-db.sqlite3*
@@ -58,27 +62,23 @@ bench-gaps: migrate
 	LOG_LEVEL=warning $(BIN)/python manage.py bench_gaps $(BENCH_GAPS_ARGS)
 
 bench-gaps-mysql: install-mysql
-	mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4"
-	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
-	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python manage.py bench_gaps $(BENCH_GAPS_ARGS)'
+	$(call on-bench-mysql,manage.py bench_gaps $(BENCH_GAPS_ARGS))
 
 # The admin coverage map of 100 symbols x 330 days (792k hourly candles, holes, late listings,
 # quarantined rows): grid query, SVG and the whole admin page (make bench-coverage BENCH_COVERAGE_ARGS=).
 BENCH_COVERAGE_ARGS ?= --keep
 .PHONY: bench-coverage bench-coverage-mysql
 
-bench-news: migrate
-	LOG_LEVEL=warning $(BIN)/python manage.py bench_news $(BENCH_NEWS_ARGS)
-
-bench-news-mysql: install-mysql
-	mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4"
-	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
-	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python manage.py bench_news $(BENCH_NEWS_ARGS)'
-
 bench-coverage: migrate
 	LOG_LEVEL=warning $(BIN)/python -W ignore::UserWarning manage.py bench_coverage $(BENCH_COVERAGE_ARGS)
 
 bench-coverage-mysql: install-mysql
-	mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS collectors_bench CHARACTER SET utf8mb4"
-	DATABASE_URL=mysql://root@127.0.0.1:3306/collectors_bench LOG_LEVEL=warning sh -c \
-	  '$(BIN)/python manage.py migrate --noinput -v 0 && $(BIN)/python -W ignore::UserWarning manage.py bench_coverage $(BENCH_COVERAGE_ARGS)'
+	$(call on-bench-mysql,-W ignore::UserWarning manage.py bench_coverage $(BENCH_COVERAGE_ARGS))
+
+# News: 20 emulator feeds x 500 entries read, read again unchanged (304s), read whole
+# (make bench-news BENCH_NEWS_ARGS="--feeds 50 --items 100").
+bench-news: migrate
+	LOG_LEVEL=warning $(BIN)/python manage.py bench_news $(BENCH_NEWS_ARGS)
+
+bench-news-mysql: install-mysql
+	$(call on-bench-mysql,manage.py bench_news $(BENCH_NEWS_ARGS))

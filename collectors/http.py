@@ -76,10 +76,6 @@ class Upstream:
         self.retried = 0             # of which retries
         self.throttled_seconds = 0.0  # time spent waiting for the weight budget or the breaker
 
-    @property
-    def budget_key(self) -> str:
-        return urlsplit(self.base_url).netloc
-
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + path
 
