@@ -10,8 +10,10 @@ link when an entry has no guid, across all feeds of the collector). Forward runs
 ETag/Last-Modified of the last stored fetch: an unchanged feed costs one 304 and stores
 nothing. Backward and gap_fill read the window unconditionally (an entry deleted here, or
 quarantined and since fixed upstream, comes back); they cannot reach further back than the
-window. start/end do not filter entries. Documents and entries that cannot be read are
-quarantined with a rule from RULES, never fatal.
+window. The engine stores only entries published in [start, end) (a run's dates, else the
+collector's beginning date onwards). Entries that cannot be read are quarantined with a rule
+from RULES; a document that is not a feed at all is quarantined and fails its feed (the run is
+partial, not aborted).
 """
 
 import calendar
