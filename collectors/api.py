@@ -612,8 +612,7 @@ class CandleFilterSerializer(serializers.Serializer):
         collector, symbol = attrs["collector"], attrs.get("symbol")
         if symbol is not None:
             symbol = attrs["symbol"] = symbol.strip().upper()
-            if (symbol not in collector.symbols
-                    and not Candle.objects.filter(collector=collector, symbol=symbol).exists()):
+            if not services.symbol_known(collector=collector, symbol=symbol):
                 raise ValidationError({"symbol": [f"Unknown symbol {symbol[:32]!r} for {collector.slug} "
                                                   "(not one of its symbols, and nothing stored)."]})
         return attrs
@@ -726,8 +725,7 @@ class ArticleFilterSerializer(serializers.Serializer):
         source = attrs.get("source")
         if source is not None:
             source = attrs["source"] = source.strip().upper()
-            if source not in attrs["collector"].symbols and \
-                    not Article.objects.filter(collector=attrs["collector"], source=source).exists():
+            if not services.symbol_known(collector=attrs["collector"], symbol=source):
                 raise ValidationError({"source": [f"Not a feed of {attrs['collector'].slug} (and nothing "
                                                   f"stored from it); its feeds: {', '.join(attrs['collector'].symbols)}."]})
         return attrs

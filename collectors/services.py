@@ -89,6 +89,17 @@ def series_required(*, collector: Collector, what: str):
         raise TriggerError("collector", no_series_message(collector=collector, what=what))
 
 
+def symbol_known(*, collector: Collector, symbol: str) -> bool:
+    """One of the collector's symbols, or one it has stored rows of."""
+    if symbol in collector.symbols:
+        return True
+    if collector.grain is not None:
+        return Candle.objects.filter(collector=collector, symbol=symbol).exists()
+    source = collector.source_class
+    return django_apps.get_model(source.model).objects.filter(
+        collector=collector, **{source.symbol_field: symbol}).exists()
+
+
 def symbols_validate(*, collector: Collector, symbols: list[str] | None) -> list[str] | None:
     """Requested symbols, upper-cased; each well-formed, once, and one of the collector's."""
     if symbols is None:

@@ -8,7 +8,8 @@ from rest_framework.views import APIView
 
 from collectors.api import BAD_REQUEST, NOT_FOUND, ApiView, RejectUnknownFields, collector_by_slug, validated, who
 from quality.models import DriftAudit
-from quality.services import audit_start, quality_report_served, records_validate, symbol_known
+from collectors.services import symbol_known
+from quality.services import audit_start, quality_report_served, records_validate
 
 
 class QualityFilterSerializer(serializers.Serializer):

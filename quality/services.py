@@ -91,17 +91,6 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
             "stale_after_seconds": stale_after, "symbols": rows}
 
 
-def symbol_known(*, collector: Collector, symbol: str) -> bool:
-    """One of the collector's symbols, or one it has stored rows of."""
-    if symbol in collector.symbols:
-        return True
-    if collector.grain is not None:
-        return Candle.objects.filter(collector=collector, symbol=symbol).exists()
-    source = collector.source_class
-    return django_apps.get_model(source.model).objects.filter(
-        collector=collector, **{source.symbol_field: symbol}).exists()
-
-
 def _events_report(*, collector: Collector, symbol: str | None, now: datetime) -> dict:
     """The report of an event collector (news), per feed: rows stored, the newest one's time
     (freshness: stale after EVENT_STALE_AFTER_HOURS without a new one), the last complete

@@ -20,6 +20,12 @@ def emulator():
 
 
 @pytest.fixture
+def operator(admin_client):
+    """A logged-in superuser's browser session (pytest-django's admin_client)."""
+    return admin_client
+
+
+@pytest.fixture
 def admin_key(db):
     _, key = ApiKey.objects.create_key(name="tests", scope=ApiKey.ADMIN)
     return key

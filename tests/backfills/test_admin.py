@@ -8,12 +8,6 @@ from tests.factories import CollectorFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
 def test_the_add_form_shows_the_estimate_first_and_starts_only_on_confirmation(operator, emulator):
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
     url = reverse("admin:backfills_backfilljob_add")

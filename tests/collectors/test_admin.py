@@ -10,12 +10,6 @@ from tests.factories import CollectorFactory, RunFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
 def act(client, collector, action):
     return client.post(reverse("admin:collectors_collector_changelist"),
                        {"action": action, "_selected_action": [collector.pk]}, follow=True)

@@ -266,21 +266,21 @@ def test_candle_only_endpoints_refuse_a_news_collector_naming_it(feeds, api, met
     assert "collects events, not interval data" in response.json()["collector"][0]
 
 
-def test_admin_pages_of_a_news_collector_load(feeds, admin_client):
+def test_admin_pages_of_a_news_collector_load(feeds, operator):
     collector = news_collector(feeds)
     run, _ = collect(collector)
     pages = ["/admin/collectors/collector/", f"/admin/collectors/collectionrun/{run.pk}/change/",
              f"/admin/collectors/article/?collector__id__exact={collector.pk}",
              f"/admin/quality/qualitysnapshot/report/{collector.pk}/"]
     for page in pages:
-        response = admin_client.get(page)
+        response = operator.get(page)
         assert response.status_code == 200, page
-    listing = admin_client.get(pages[2]).content.decode()
+    listing = operator.get(pages[2]).content.decode()
     assert Article.objects.first().title[:40] in listing
-    report = admin_client.get(pages[3]).content.decode()
+    report = operator.get(pages[3]).content.decode()
     assert "Per feed" in report and MARKETS in report
     # Coverage maps are for candles: the admin says so instead of drawing an empty map.
-    response = admin_client.get(f"/admin/quality/qualitysnapshot/coverage/{collector.pk}/", follow=True)
+    response = operator.get(f"/admin/quality/qualitysnapshot/coverage/{collector.pk}/", follow=True)
     assert "collects events, not interval data" in response.content.decode()
 
 

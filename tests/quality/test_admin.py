@@ -13,12 +13,6 @@ from tests.quality.conftest import utc
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
 def test_the_coverage_map_draws_every_symbol_and_state_and_links_cells_to_days(operator, covered):
     page = operator.get(reverse("admin:quality_coverage", args=[covered.pk]) + "?days=7&end=2025-03-06")
     html = page.content.decode()
