@@ -129,7 +129,8 @@ class CollectorAdmin(admin.ModelAdmin):
     @admin.display(description="symbols")
     def symbol_rule(self, obj):
         if obj.symbols:
-            return f"{len(obj.symbols)}: {', '.join(obj.symbols[:4])}{'…' if len(obj.symbols) > 4 else ''}"
+            names = ", ".join(obj.symbols)
+            return f"{len(obj.symbols)}: {names[:36]}{'…' if len(names) > 36 else ''}"  # keeps the row narrow
         return f"top {obj.config.get('top_n')} {obj.config.get('quote_asset', '')}"
 
     @admin.display(description="last run")
