@@ -19,10 +19,24 @@ News feeds too (``/feeds/markets.rss``, ``/feeds/research.atom``, ``/feeds/broke
 collectors/emulator_feeds.py): weightless, with conditional GET, and the same injected faults.
 
 Config keys (all optional; see _DEFAULTS): symbols, listings, delistings, outages, revisions,
-invalid_rows, now_ms, seed, error_rate, error_statuses, rate_429, retry_after, slow_ms,
-malformed_rate, window_seconds, weight_limit, ban_after_429s, ban_seconds, feed_items. Row keys of revisions
-and invalid_rows are (symbol, open_time_ms), (symbol, interval, open_time_ms), "SYMBOL:open_time_ms"
-or "SYMBOL:interval:open_time_ms"; the two-part forms apply to every interval.
+invalid_rows, failures, recorded, now_ms, seed, error_rate, error_statuses, rate_429, retry_after,
+slow_ms, malformed_rate, window_seconds, weight_limit, ban_after_429s, ban_seconds, feed_items. Row
+keys of revisions and invalid_rows are (symbol, open_time_ms), (symbol, interval, open_time_ms),
+"SYMBOL:open_time_ms" or "SYMBOL:interval:open_time_ms"; the two-part forms apply to every interval.
+
+``failures``: persistent failing ranges, ``[{"symbol": "BTCUSDT", "start": ms, "end": ms,
+"status": 503, "interval": "1h"}, ...]`` (status default 503, no interval = every interval). A
+klines request for that symbol (and interval) whose served open times include one in [start, end)
+is answered with that status and an HTML error body, every time (after the weight accounting and
+the random faults); counted in ``stats()["range_failures"]``. ``failures=[]`` lifts them.
+
+``recorded``: real candles served instead of generated ones, ``{"SYMBOL:interval": [[open_ms,
+"open", "high", "low", "close", "volume"], ...]}`` (open times ascending on the interval grid; rows
+of 12 fields as Binance sends them work too). The recording alone defines where the symbol starts,
+stops and has holes (listings/delistings do not apply; outages and now_ms do). Prices and volumes
+are served with 8 decimals (Decimal, half-even), close time = open + interval - 1; six-field rows
+get quote volume = volume x close, 0 trades and zero taker volumes. A recorded symbol joins the
+symbol list; ``config()`` shows a summary per key (rows, first, last), not the rows.
 
 Data is a deterministic function of (symbol, interval, open time): the price is a smooth sum of
 sines of time (log scale) around a stable base price (realistic for the well-known names, else
@@ -56,7 +70,11 @@ import socket
 import threading
 import time
 import zlib
+from bisect import bisect_left, bisect_right
+from decimal import ROUND_HALF_EVEN, Decimal
 from http import HTTPStatus
+from itertools import islice
+from typing import NamedTuple
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -342,6 +360,8 @@ _DEFAULTS = {
     "outages": [],
     "revisions": {},
     "invalid_rows": {},
+    "failures": [],  # [{"symbol", "start", "end"[, "status", "interval"]}]
+    "recorded": {},  # {"SYMBOL:interval": [[open_ms, o, h, l, c, v], ...]}
     "now_ms": None,
     "feed_items": 20,  # entries each news feed shows
     "seed": 42,
@@ -377,13 +397,97 @@ def _key_str(key: tuple[str, str | None, int]) -> str:
     return f"{symbol}:{ot}" if interval is None else f"{symbol}:{interval}:{ot}"
 
 
+_FAILURE_KEYS = {"symbol", "start", "end", "status", "interval"}
+
+
+def _failure(item) -> tuple[str, str | None, int, int, int]:
+    """One failures entry -> (symbol, interval or None, start, end, status)."""
+    if not isinstance(item, dict) or not {"symbol", "start", "end"} <= item.keys() \
+            or item.keys() - _FAILURE_KEYS:
+        raise ValueError(f"failures: bad entry {item!r}; use "
+                         '{"symbol", "start", "end"[, "status", "interval"]}')
+    symbol, interval, status = item["symbol"], item.get("interval"), item.get("status", 503)
+    start, end = item["start"], item["end"]
+    if not isinstance(symbol, str) or not symbol:
+        raise ValueError(f"failures: symbol must be a non-empty string, not {symbol!r}")
+    if interval is not None and (not isinstance(interval, str) or interval not in INTERVAL_MS):
+        raise ValueError(f"failures: unknown interval {interval!r}")
+    if type(status) is not int or not 400 <= status <= 599:
+        raise ValueError(f"failures: status must be an int in 400..599, not {status!r}")
+    if type(start) is not int or type(end) is not int or end <= start:
+        raise ValueError(f"failures: start and end must be ms with end > start, not {[start, end]}")
+    return symbol, interval, start, end, status
+
+
+class _Recording(NamedTuple):
+    times: list[int]  # ascending open times, for bisect
+    rows: dict[int, list]  # open time -> the served row, formatted once
+
+
+_Q8 = Decimal("1E-8")
+_ZERO8 = "0.00000000"
+
+
+def _d8(value) -> Decimal:
+    # Quantize the recorded text, never a float: "0.016984990000000002" -> 0.01698499.
+    d = Decimal(value if isinstance(value, str) else repr(value)).quantize(_Q8, ROUND_HALF_EVEN)
+    if not d.is_finite():
+        raise ValueError(f"not a finite number: {value!r}")
+    return d
+
+
+def _recording(key, rows) -> tuple[tuple[str, str], _Recording]:
+    """One recorded entry -> ((symbol, interval), its rows formatted as Binance serves them)."""
+    parts = key.split(":") if isinstance(key, str) else list(key)
+    if len(parts) != 2 or not parts[0] or parts[1] not in INTERVAL_MS:
+        raise ValueError(f"recorded: bad key {key!r}; use 'SYMBOL:interval', e.g. 'DASHBTC:5m'")
+    symbol, interval = str(parts[0]), parts[1]
+    step, offset = INTERVAL_MS[interval], _INTERVAL_OFFSET.get(interval, 0)
+    if not isinstance(rows, (list, tuple)):
+        raise ValueError(f"recorded[{key!r}]: expected a list of rows")
+    served: dict[int, list] = {}
+    last = None
+    for row in rows:
+        if not isinstance(row, (list, tuple)) or len(row) not in (6, 12):
+            raise ValueError(f"recorded[{key!r}]: rows need 6 or 12 fields, got {row!r}")
+        ot = row[0]
+        if type(ot) is not int or (ot - offset) % step:
+            raise ValueError(f"recorded[{key!r}]: open time {ot!r} is not on the {interval} grid")
+        if last is not None and ot <= last:
+            raise ValueError(f"recorded[{key!r}]: open times must ascend, no repeats ({ot} after {last})")
+        last = ot
+        try:
+            o, h, lo, c, v = (_d8(x) for x in row[1:6])
+            if len(row) == 12:
+                qv, tb, tq = (f"{_d8(x):f}" for x in (row[7], row[9], row[10]))
+                trades = int(row[8])
+            else:  # not in the recording: derived, the same on every page
+                qv, trades, tb, tq = f"{(v * c).quantize(_Q8, ROUND_HALF_EVEN):f}", 0, _ZERO8, _ZERO8
+        except (ArithmeticError, TypeError, ValueError) as exc:  # InvalidOperation is no ValueError
+            raise ValueError(f"recorded[{key!r}]: bad number in row {row!r} ({exc!r})") from None
+        served[ot] = [ot, f"{o:f}", f"{h:f}", f"{lo:f}", f"{c:f}", f"{v:f}", ot + step - 1, qv, trades,
+                      tb, tq, "0"]
+    return (symbol, interval), _Recording(list(served), served)
+
+
 class _Config:
     """An immutable, normalised snapshot; configure() swaps in a new one."""
 
-    def __init__(self, raw: dict):
+    def __init__(self, raw: dict, previous: _Config | None = None):
         self.raw = raw
+        if previous is not None and previous.raw["recorded"] is raw["recorded"]:
+            self.recorded = previous.recorded  # unchanged by configure(): formatted once only
+        else:
+            if not isinstance(raw["recorded"], dict):
+                raise ValueError('recorded: expected {"SYMBOL:interval": [rows]}')
+            self.recorded = dict(_recording(k, v) for k, v in raw["recorded"].items())
         symbols = raw["symbols"] if raw["symbols"] is not None else DEFAULT_SYMBOLS
         self.symbols = [str(s) for s in symbols]
+        known = set(self.symbols)
+        for symbol, _ in self.recorded:  # so klines/ticker accept the recorded symbol
+            if symbol not in known:
+                known.add(symbol)
+                self.symbols.append(symbol)
         self.symbol_set = frozenset(self.symbols)
         self.rank = {s: i for i, s in enumerate(self.symbols)}
         self.listings = {str(k): int(v) for k, v in raw["listings"].items()}
@@ -412,6 +516,9 @@ class _Config:
             if kind not in _INVALID_KINDS:
                 raise ValueError(f"invalid_rows: unknown kind {kind!r}; use one of {_INVALID_KINDS}")
             self.invalid_rows[_row_key(key, "invalid_rows")] = kind
+        if not isinstance(raw["failures"], (list, tuple)):
+            raise ValueError("failures: expected a list of {symbol, start, end[, status, interval]}")
+        self.failures = [_failure(item) for item in raw["failures"]]
         self.now_ms = None if raw["now_ms"] is None else int(raw["now_ms"])
         for name in ("error_rate", "rate_429", "malformed_rate"):
             value = float(raw[name])
@@ -444,6 +551,11 @@ class _Config:
         out["revisions"] = {_key_str(k): {_CANONICAL[i]: val for i, val in v.items()}
                             for k, v in self.revisions.items()}
         out["invalid_rows"] = {_key_str(k): v for k, v in self.invalid_rows.items()}
+        out["failures"] = [{"symbol": s, "start": a, "end": b, "status": status}
+                           | ({"interval": i} if i else {}) for s, i, a, b, status in self.failures]
+        out["recorded"] = {f"{s}:{i}": {"rows": len(r.times), "first": r.times[0] if r.times else None,
+                                        "last": r.times[-1] if r.times else None}
+                           for (s, i), r in self.recorded.items()}
         out["error_statuses"] = list(self.error_statuses)
         return out
 
@@ -466,6 +578,14 @@ class _ApiError(Exception):
         super().__init__(msg)
         self.code = code
         self.msg = msg
+        self.status = status
+
+
+class _RangeFailure(Exception):
+    """A configured failing range: answered with this status and an HTML body."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
         self.status = status
 
 
@@ -511,6 +631,14 @@ _HTML_ERROR = (
     "<center><h1>{status} {reason}</h1></center>\r\n<hr><center>emulated upstream</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
+
+
+def _html_error(status: int) -> bytes:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    return _HTML_ERROR.format(status=status, reason=reason).encode()
 
 
 class ExchangeEmulator:
@@ -608,7 +736,7 @@ class ExchangeEmulator:
         with self._lock:
             raw = dict(self._cfg.raw)
             raw.update(changes)
-            self._cfg = _Config(raw)
+            self._cfg = _Config(raw, self._cfg)
             if "seed" in changes:
                 self._rng = random.Random(self._cfg.seed)
 
@@ -621,6 +749,7 @@ class ExchangeEmulator:
         self._klines_by_symbol: dict[str, int] = {}
         self._status_counts: dict[str, int] = {}
         self._injected = {"error": 0, "429": 0, "malformed": 0}
+        self._range_failures = 0
         self._over_limit = 0
         self._banned = 0
         self._rows_served = 0
@@ -651,6 +780,7 @@ class ExchangeEmulator:
                 "over_limit": self._over_limit,
                 "banned": self._banned,
                 "injected": dict(self._injected),
+                "range_failures": self._range_failures,
                 "rows_served": self._rows_served,
             }
 
@@ -778,18 +908,17 @@ class ExchangeEmulator:
                 return 429, body, "application/json", headers + [("Retry-After", str(cfg.retry_after))]
             if fault == "error":
                 status = self._choice(cfg.error_statuses)
-                try:
-                    reason = HTTPStatus(status).phrase
-                except ValueError:
-                    reason = "Error"
-                body = _HTML_ERROR.format(status=status, reason=reason).encode()
-                return status, body, "text/html", headers
+                return status, _html_error(status), "text/html", headers
 
         now = cfg.now_ms if cfg.now_ms is not None else int(time.time() * 1000)
         try:
             result = route(self, cfg, query, now)
         except _ApiError as err:
             return err.status, orjson.dumps({"code": err.code, "msg": err.msg}), "application/json", headers
+        except _RangeFailure as err:
+            with self._lock:
+                self._range_failures += 1
+            return err.status, _html_error(err.status), "text/html", headers
         payload = orjson.dumps(result)
         if fault == "malformed":
             payload = self._malform(path, result, payload)
@@ -969,7 +1098,16 @@ class ExchangeEmulator:
             raise _ApiError(-1023, "Start time is greater than end time.")
         interval_ms = INTERVAL_MS[interval]
         open_times = _open_times(cfg, symbol, interval, interval_ms, start, end, limit, now)
-        rows = _build_rows(_model(symbol), interval_ms, open_times, now)
+        for f_symbol, f_interval, a, b, status in cfg.failures:
+            if f_symbol == symbol and f_interval in (None, interval):
+                i = bisect_left(open_times, a)
+                if i < len(open_times) and open_times[i] < b:
+                    raise _RangeFailure(status)
+        recording = cfg.recorded.get((symbol, interval))
+        if recording is None:
+            rows = _build_rows(_model(symbol), interval_ms, open_times, now)
+        else:  # copies: overrides must not change the recording
+            rows = [recording.rows[ot].copy() for ot in open_times]
         if cfg.revisions or cfg.invalid_rows:
             _apply_overrides(cfg, symbol, interval, interval_ms, rows)
         with self._lock:
@@ -1015,6 +1153,9 @@ def _int_param(query: dict, name: str) -> int | None:
 def _open_times(cfg: _Config, symbol: str, interval: str, interval_ms: int, start, end, limit: int,
                 now: int):
     """Open times served: listed, not delisted, <= now, not in an outage; Binance paging."""
+    recording = cfg.recorded.get((symbol, interval))
+    if recording is not None:
+        return _recorded_open_times(cfg, recording.times, start, end, limit, now)
     offset = _INTERVAL_OFFSET.get(interval, 0)
     lo = _align_up(cfg.listing(symbol) - interval_ms + 1, interval_ms, offset)
     if start is not None:
@@ -1062,6 +1203,17 @@ def _open_times(cfg: _Config, symbol: str, interval: str, interval_ms: int, star
     for chunk in reversed(chunks):
         out.extend(chunk)
     return out
+
+
+def _recorded_open_times(cfg: _Config, times: list[int], start, end, limit: int, now: int) -> list[int]:
+    """Recorded open times in [start, min(end, now)], not in an outage; Binance paging."""
+    lo = 0 if start is None else bisect_left(times, start)
+    hi = bisect_right(times, now if end is None else min(end, now))
+    order = range(lo, hi) if start is not None else range(hi - 1, lo - 1, -1)
+    outages = cfg.outages
+    served = (t for t in map(times.__getitem__, order) if not any(a <= t < b for a, b in outages))
+    out = list(islice(served, limit))
+    return out if start is not None else out[::-1]
 
 
 def _apply_overrides(cfg: _Config, symbol: str, interval: str, interval_ms: int, rows: list) -> None:

@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from decimal import Decimal
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import orjson
@@ -24,6 +25,7 @@ from collectors.emulator import (
     _model,
     kline,
 )
+from tests.data import real_candles
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -273,6 +275,153 @@ def test_revisions_and_invalid_rows_change_the_named_rows_only(make_emulator):
     assert klines(emulator, symbol="ETHUSDT", startTime=T0, limit=1)[0] == kline("ETHUSDT", "1m", T0)
 
 
+# --- failing ranges -------------------------------------------------------------------------
+
+def test_a_failing_range_answers_its_status_on_every_page_that_includes_it(make_emulator):
+    hour = T0 - T0 % HOUR
+    emulator = make_emulator(now_ms=NOW, window_seconds=3600, failures=[
+        {"symbol": "BTCUSDT", "start": T0 + 10 * MINUTE, "end": T0 + 12 * MINUTE, "status": 502},
+        {"symbol": "ETHUSDT", "start": hour, "end": hour + 1, "interval": "1m"}])
+    pages = [{"startTime": T0, "limit": 20}, {"startTime": T0 + 11 * MINUTE, "limit": 1},
+             {"endTime": T0 + 10 * MINUTE, "limit": 1},
+             {"startTime": T0 + 5 * MINUTE, "endTime": T0 + 10 * MINUTE}]
+    for params in pages * 2:  # every time, not at random
+        response = get(emulator, "/api/v3/klines", symbol="BTCUSDT", interval="1m", **params)
+        assert response.status_code == 502 and response.headers["Content-Type"].startswith("text/html")
+        assert "<h1>502 Bad Gateway</h1>" in response.text
+    assert get(emulator, "/api/v3/klines", symbol="ETHUSDT", interval="1m", startTime=hour).status_code == 503
+    # Pages before and after the range, other intervals of a scoped failure, other symbols: served.
+    assert open_times(klines(emulator, startTime=T0, limit=10)) == [T0 + i * MINUTE for i in range(10)]
+    assert open_times(klines(emulator, startTime=T0 + 12 * MINUTE, limit=2)) == [
+        T0 + 12 * MINUTE, T0 + 13 * MINUTE]
+    assert open_times(klines(emulator, endTime=T0 + 10 * MINUTE - 1, limit=1)) == [T0 + 9 * MINUTE]
+    assert klines(emulator, symbol="ETHUSDT", interval="5m", startTime=hour, limit=3)[0][0] == hour
+    assert klines(emulator, symbol="SOLUSDT", startTime=T0, limit=20)
+    stats = emulator.stats()
+    assert stats["range_failures"] == 9 and stats["status_counts"] == {"502": 8, "503": 1, "200": 5}
+    assert stats["klines_by_symbol"] == {"BTCUSDT": 11, "ETHUSDT": 2, "SOLUSDT": 1}
+    assert stats["max_window_weight"] == 14 * 2  # failures cost weight like other requests
+    assert stats["injected"] == {"error": 0, "429": 0, "malformed": 0}
+
+    emulator.configure(failures=[])
+    rows = klines(emulator, startTime=T0, limit=20)
+    assert rows == [kline("BTCUSDT", "1m", T0 + i * MINUTE) for i in range(20)]
+
+
+@pytest.mark.parametrize("failure, problem", [
+    ({"symbol": "BTCUSDT", "start": T0, "end": T0}, "end > start"),
+    ({"symbol": "BTCUSDT", "start": T0, "end": T0 - 1}, "end > start"),
+    ({"symbol": "BTCUSDT", "start": T0, "end": T0 + 1, "status": 200}, "status"),
+    ({"symbol": "BTCUSDT", "start": T0, "end": T0 + 1, "status": "503"}, "status"),
+    ({"symbol": 5, "start": T0, "end": T0 + 1}, "symbol"),
+    ({"symbol": "BTCUSDT", "start": T0, "end": T0 + 1, "interval": "2m"}, "interval"),
+    ({"symbol": "BTCUSDT", "start": T0}, "bad entry"),
+    ({"symbol": "BTCUSDT", "start": T0, "end": T0 + 1, "typo": 1}, "bad entry"),
+])
+def test_bad_failures_config_is_rejected_with_400_naming_the_problem(make_emulator, failure, problem):
+    emulator = make_emulator(now_ms=NOW)
+    response = requests.post(emulator.url + "/_emulator/config", timeout=TIMEOUT,
+                             data=orjson.dumps({"failures": [failure]}))
+    assert response.status_code == 400
+    assert response.json()["msg"].startswith("failures: ") and problem in response.json()["msg"]
+    assert emulator.config()["failures"] == []
+    with pytest.raises(ValueError, match=problem):
+        ExchangeEmulator(failures=[failure])
+
+
+# --- recorded candles -------------------------------------------------------------------------
+
+def q8(value):
+    return f"{Decimal(value).quantize(Decimal('1E-8'), ROUND_HALF_EVEN):f}"
+
+
+@pytest.fixture(scope="module")
+def dashbtc():
+    return real_candles("DASHBTC-5m.json")
+
+
+def _utc_ms(*args):
+    return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def test_a_recording_is_paged_through_exactly_once_with_binance_fields_and_nothing_outside(make_emulator,
+                                                                                         dashbtc):
+    step = 5 * MINUTE
+    first, last = dashbtc[0][0], dashbtc[-1][0]
+    emulator = make_emulator(now_ms=NOW, weight_limit=10**9, recorded={"DASHBTC:5m": dashbtc})
+    forward, start = [], first - 30 * DAY
+    while page := klines(emulator, symbol="DASHBTC", interval="5m", startTime=start, limit=1000):
+        forward += page
+        start = page[-1][0] + 1
+    backward, end = [], last + 30 * DAY
+    while page := klines(emulator, symbol="DASHBTC", interval="5m", endTime=end, limit=1000):
+        backward[:0] = page
+        end = page[0][0] - 1
+    assert forward == backward
+    assert len(forward) == len(dashbtc) == 5758
+    assert open_times(forward) == [row[0] for row in dashbtc]
+    holes = {_utc_ms(2018, 1, 27, 0, 20), _utc_ms(2018, 1, 28, 6, 0)}
+    assert holes.isdisjoint(open_times(forward))
+    assert sum(b[0] - a[0] == 2 * step for a, b in zip(forward, forward[1:])) == 2
+    for row, recorded in zip(forward, dashbtc):
+        assert row[1:6] == [q8(v) for v in recorded[1:6]]
+        assert all(len(v.split(".")[1]) == 8 for v in row[1:6] + [row[7], row[9], row[10]])
+        assert row[6] == row[0] + step - 1
+        assert row[7] == q8(Decimal(row[5]) * Decimal(row[4])) and row[8] == 0
+        assert row[9:] == ["0.00000000", "0.00000000", "0"]
+    # Nothing outside the recording, whatever the paging; the latest page is its end.
+    assert klines(emulator, symbol="DASHBTC", interval="5m", endTime=first - 1) == []
+    assert klines(emulator, symbol="DASHBTC", interval="5m", startTime=last + 1) == []
+    assert klines(emulator, symbol="DASHBTC", interval="5m", limit=2) == forward[-2:]
+    assert emulator.stats()["rows_served"] == 2 * 5758 + 2
+    # The symbol is listed; config shows a summary, not the rows; outages still cut it.
+    info = get(emulator, "/api/v3/exchangeInfo").json()
+    assert info["symbols"][-1]["symbol"] == "DASHBTC" and len(info["symbols"]) == len(DEFAULT_SYMBOLS) + 1
+    assert get(emulator, "/api/v3/ticker/24hr", symbol="DASHBTC").status_code == 200
+    summary = {"DASHBTC:5m": {"rows": 5758, "first": first, "last": last}}
+    assert requests.get(emulator.url + "/_emulator/config", timeout=TIMEOUT).json()["recorded"] == summary
+    emulator.configure(outages=[[first + step, first + 3 * step]])
+    assert open_times(klines(emulator, symbol="DASHBTC", interval="5m", startTime=0, limit=3)) == [
+        first, first + 3 * step, first + 4 * step]
+
+
+def test_recorded_numbers_are_quantized_half_even_and_binance_rows_keep_their_fields(make_emulator):
+    t = T0 - T0 % HOUR
+    emulator = make_emulator(now_ms=NOW, symbols=["BTCUSDT"], recorded={
+        "LTCBTC:1h": [[t, "0.016984990000000002", "0.017", "0.000000015", "0.000000005", "2"]],
+        "BTCUSDT:1h": [[t + HOUR, "1", "2", "0.5", "1.5", "10", t + 2 * HOUR - 1, "15.000000004", 7,
+                        "4.1", "6.15", "0"]],
+    })
+    assert klines(emulator, symbol="LTCBTC", interval="1h", startTime=0) == [
+        [t, "0.01698499", "0.01700000", "0.00000002", "0.00000000", "2.00000000", t + HOUR - 1,
+         "0.00000000", 0, "0.00000000", "0.00000000", "0"]]
+    assert klines(emulator, symbol="BTCUSDT", interval="1h", startTime=0) == [
+        [t + HOUR, "1.00000000", "2.00000000", "0.50000000", "1.50000000", "10.00000000", t + 2 * HOUR - 1,
+         "15.00000000", 7, "4.10000000", "6.15000000", "0"]]
+    assert klines(emulator, startTime=t, limit=1)[0] == kline("BTCUSDT", "1m", t)  # other intervals: generated
+    symbols = get(emulator, "/api/v3/exchangeInfo").json()["symbols"]
+    assert [s["symbol"] for s in symbols] == ["BTCUSDT", "LTCBTC"]
+
+
+@pytest.mark.parametrize("recorded, problem", [
+    ({"DASHBTC": [[T0, "1", "1", "1", "1", "1"]]}, "bad key"),
+    ({"DASHBTC:2m": [[T0, "1", "1", "1", "1", "1"]]}, "bad key"),
+    ({"DASHBTC:5m": [[T0 + 1, "1", "1", "1", "1", "1"]]}, "grid"),
+    ({"DASHBTC:1m": [[T0 + MINUTE, "1", "1", "1", "1", "1"], [T0, "1", "1", "1", "1", "1"]]}, "ascend"),
+    ({"DASHBTC:1m": [[T0, "1", "1", "1", "1", "1"], [T0, "1", "1", "1", "1", "1"]]}, "ascend"),
+    ({"DASHBTC:1m": [[T0, "1", "1", "1", "1"]]}, "6 or 12 fields"),
+    ({"DASHBTC:1m": [[T0, "1", "1", "one", "1", "1"]]}, "bad number"),
+    ({"DASHBTC:1m": {"rows": 1}}, "list of rows"),
+])
+def test_bad_recorded_config_is_rejected_with_400_naming_the_problem(make_emulator, recorded, problem):
+    emulator = make_emulator(now_ms=NOW)
+    response = requests.post(emulator.url + "/_emulator/config", timeout=TIMEOUT,
+                             data=orjson.dumps({"recorded": recorded}))
+    assert response.status_code == 400
+    assert response.json()["msg"].startswith("recorded") and problem in response.json()["msg"]
+    assert emulator.config()["recorded"] == {}
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("params, code", [
@@ -515,6 +664,7 @@ def test_stats_count_requests_paths_symbols_statuses_and_windows(make_emulator):
     (window, weight), = stats["weight_by_window"].items()
     assert window % 60 == 0 and abs(window - time.time()) < 120 and weight == 9
     assert stats["over_limit"] == 0 and stats["injected"] == {"error": 0, "429": 0, "malformed": 0}
+    assert stats["range_failures"] == 0
     emulator.reset_stats()
     assert emulator.stats()["requests"] == 0 and emulator.stats()["weight_by_window"] == {}
 
