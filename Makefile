@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
 
-.PHONY: install install-mysql run test test-mysql bench bench-mysql bench-news bench-news-mysql migrate clean
+.PHONY: install install-mysql run test test-mysql bench bench-mysql bench-news bench-news-mysql bench-scale bench-scale-mysql migrate clean
 
 install: $(STAMP)
 
@@ -82,3 +82,12 @@ bench-news: migrate
 
 bench-news-mysql: install-mysql
 	$(call on-bench-mysql,manage.py bench_news $(BENCH_NEWS_ARGS))
+
+# Scale-out: one backfill of 20 symbols x 2 years of 1h candles (40 ms exchange latency, no rate
+# limit) by one qcluster, then by two sharing Redis at 127.0.0.1:6379/14 (the command sets
+# REDIS_URL itself; make bench-scale BENCH_SCALE_ARGS="--workers 4 --latency-ms 100").
+bench-scale: migrate
+	LOG_LEVEL=warning $(BIN)/python manage.py bench_scale $(BENCH_SCALE_ARGS)
+
+bench-scale-mysql: install-mysql
+	$(call on-bench-mysql,manage.py bench_scale $(BENCH_SCALE_ARGS))

@@ -1,8 +1,9 @@
 """The ledger of ranges the source answered as empty (not listed yet, delisted, outages)."""
 
-from django.db import models, transaction
+from django.db import models
 
 from backfills.ranges import merge
+from collectors.db import atomic_retry
 from collectors.models import WorkItem
 
 
@@ -28,7 +29,8 @@ class EmptyRange(models.Model):
     objects = EmptyRangeQuerySet.as_manager()
 
     class Meta:
-        ordering = ["collector", "symbol", "series", "start"]
+        # collector_id, not collector: no join (nor a lock, in FOR UPDATE) on the collector row.
+        ordering = ["collector_id", "symbol", "series", "start"]
         verbose_name = "range the exchange had no data for"
         verbose_name_plural = "ranges the exchange had no data for"
         indexes = [models.Index(fields=["collector", "symbol", "series", "start"])]
@@ -40,22 +42,66 @@ class EmptyRange(models.Model):
     def record(cls, *, collector_id, symbol, series, ranges):
         """Add ranges to the ledger, merged with touching ones so it stays one row per hole."""
         ranges = merge(ranges)
-        if not ranges:
-            return
-        with transaction.atomic():
-            mine = cls.objects.of(collector_id, symbol, series)
-            lo, hi = ranges[0][0], ranges[-1][1]
-            # Touching rows (end == lo or start == hi) merge too, hence lte/gte.
-            touching = list(mine.filter(start__lte=hi, end__gte=lo).select_for_update())
-            merged = merge(ranges + [(r.start, r.end) for r in touching])
-            mine.filter(pk__in=[r.pk for r in touching]).delete()
-            cls.objects.bulk_create(cls(collector_id=collector_id, symbol=symbol, series=series,
-                                        start=s, end=e) for s, e in merged)
+        if ranges:
+            atomic_retry(cls._merge_in, collector_id, symbol, series, ranges)
+
+    @classmethod
+    def _merge_in(cls, collector_id, symbol, series, ranges):
+        mine = cls.objects.of(collector_id, symbol, series)
+        lo, hi = ranges[0][0], ranges[-1][1]
+        # Locks only this symbol's touching rows, in index order: no join (Meta.ordering names
+        # collector_id, not the collector, whose row every page's inserts hold a shared lock on
+        # for their foreign key: two pages upgrading that lock deadlocked), and at READ
+        # COMMITTED no gap locks, so pages of other symbols never wait here. Touching rows
+        # (end == lo or start == hi) merge too, hence lte/gte.
+        touching = list(mine.filter(start__lte=hi, end__gte=lo).order_by("start").select_for_update())
+        merged = merge(ranges + [(r.start, r.end) for r in touching])
+        mine.filter(pk__in=[r.pk for r in touching]).delete()
+        cls.objects.bulk_create(cls(collector_id=collector_id, symbol=symbol, series=series,
+                                    start=s, end=e) for s, e in merged)
 
     @classmethod
     def ranges(cls, *, collector_id, symbol, series, start, end):
         rows = cls.objects.of(collector_id, symbol, series).overlapping(start, end)
         return [(max(r.start, start), min(r.end, end)) for r in rows.order_by("start")]
+
+
+class MissingRange(models.Model):
+    """[start, end) that a run or backfill could not fetch (failed after retries, left when
+    the upstream or the database was down, cancelled): gap_fill fetches it again, even after
+    the last stored candle. Written when the item finishes; forgotten by the fetch that leaves
+    no hole in it (collectors.services)."""
+
+    collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE,
+                                  related_name="missing_ranges")
+    symbol = models.CharField(max_length=32)
+    series = models.CharField(max_length=16, blank=True, help_text="Candle interval, if any.")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    reason = models.CharField(max_length=300, blank=True)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    objects = EmptyRangeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["collector_id", "symbol", "series", "start"]
+        verbose_name = "range a run could not fetch"
+        verbose_name_plural = "ranges runs could not fetch"
+        indexes = [models.Index(fields=["collector", "symbol", "series", "start"])]
+
+    def __str__(self):
+        return f"{self.symbol} {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}"
+
+    @classmethod
+    def record(cls, *, collector_id, symbol, series, ranges, reason=""):
+        """Insert-only (no locking read): items of one symbol finish concurrently."""
+        cls.objects.bulk_create(cls(collector_id=collector_id, symbol=symbol, series=series, start=s,
+                                    end=e, reason=reason[:300]) for s, e in merge(ranges))
+
+    @classmethod
+    def ranges(cls, *, collector_id, symbol, series, start, end):
+        rows = cls.objects.of(collector_id, symbol, series).overlapping(start, end)
+        return merge((max(r.start, start), min(r.end, end)) for r in rows)
 
 
 class BackfillJob(models.Model):
@@ -148,7 +194,7 @@ class BackfillChunk(WorkItem):
     estimated_requests = models.PositiveIntegerField(default=0)
 
     class Meta:
-        ordering = ["job", "symbol", "start"]
+        ordering = ["job_id", "symbol", "start"]
         indexes = [models.Index(fields=["job", "status"])]
 
     def __str__(self):

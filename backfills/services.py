@@ -9,7 +9,7 @@ from datetime import datetime, time as dtime, timezone as dt_timezone
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from backfills.gaps import coverage
@@ -187,6 +187,7 @@ def chunk_collect(*, chunk_id: int):
 
 def _chunk_collect(chunk):
     job, collector = chunk.job, chunk.job.collector
+    ranges = [(chunk.start, chunk.end)]  # what is left unfetched if planning itself fails
     try:
         ranges = _missing(collector, chunk.symbol, chunk.start, chunk.end, force=job.force)
         if not ranges:
@@ -196,10 +197,12 @@ def _chunk_collect(chunk):
                 collector=collector, symbol=chunk.symbol, ranges=ranges, item=chunk,
                 origin={"backfill_id": job.pk}, may_overlap=job.force, is_cancelled=lambda: BackfillJob.objects.filter(
                     pk=job.pk, status=BackfillJob.CANCELLED).exists())
+    except collect.LeaseLost:
+        return chunk  # another worker has it now and will finish it
     except Exception as exc:  # never leave a chunk 'running' because of a bug
         log.exception("chunk_crashed")
-        status, missing, error = BackfillChunk.FAILED, [], f"{type(exc).__name__}: {exc}"
-    chunk.mark_finished(status, missing_ranges=collect._iso_ranges(missing), error=error)
+        status, missing, error = BackfillChunk.FAILED, ranges, f"{type(exc).__name__}: {exc}"
+    collect.item_finish(item=chunk, collector=collector, status=status, missing=missing, error=error)
     backfill_finish_if_done(job_id=job.pk)
     collect.work_recover(backfill_id=job.pk)
     return chunk
@@ -234,7 +237,8 @@ def _probe_listings(job, collector):
             log.warning("listing_probe_failed", backfill_id=job.pk, symbol=symbol, error=str(error))
             continue  # the chunks fetch as usual and report their own errors
         finally:
-            first.add_progress(requests=source.http.requests)
+            # Counted on the symbol's first chunk (still pending: not a claim's progress).
+            BackfillChunk.objects.filter(pk=first.pk).update(requests=F("requests") + source.http.requests)
             source.http.requests = 0
         if listed > first.start:
             EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,

@@ -12,6 +12,7 @@ class CollectorsConfig(AppConfig):
         from django.db.backends.signals import connection_created
 
         connection_created.connect(limit_statement_time, dispatch_uid="collectors.limit_statement_time")
+        connection_created.connect(retry_lock_errors, dispatch_uid="collectors.retry_lock_errors")
         from django.db.models.signals import post_delete, post_save
 
         from collectors.models import Collector
@@ -43,6 +44,15 @@ def limit_statement_time(sender, connection, **kwargs):
             cursor.execute("SET SESSION max_statement_time = %s", [settings.QUERY_TIMEOUT])
         except Exception:  # MySQL, not MariaDB
             cursor.execute("SET SESSION max_execution_time = %s", [int(settings.QUERY_TIMEOUT * 1000)])
+
+
+def retry_lock_errors(sender, connection, **kwargs):
+    """Every statement run in autocommit mode is retried on a deadlock or lock timeout
+    (collectors.db.retry_statement); transactions are retried whole by their owners."""
+    from collectors.db import retry_statement
+
+    if retry_statement not in connection.execute_wrappers:
+        connection.execute_wrappers.append(retry_statement)
 
 
 def recover_on_worker_start(sender, proc_name, **kwargs):

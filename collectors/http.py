@@ -108,7 +108,7 @@ class Upstream:
         while wait := CircuitBreaker.acquire(key, probe_seconds=probe):
             if waited[0] or wait > settings.HTTP_MAX_RETRY_AFTER_SECONDS:
                 raise SourceError(f"circuit breaker of {key} is open for {wait:.0f} s more",
-                                  retry_after=wait)
+                                  retry_after=wait, upstream_down=True)
             # Polls while another worker's probe is out (half-open) do not count as the wait.
             if CircuitBreaker.objects.filter(key=key, state=CircuitBreaker.OPEN).exists():
                 waited[0] = True
@@ -203,7 +203,12 @@ class Upstream:
                 self.requests += 1
                 return self._get_once(url, key, params, decode, headers, malformed_trips)
             except SourceError as error:
-                if error.permanent or attempt >= self.retries:
+                # Failing again after waiting out its open breaker: the upstream is down, not
+                # one of its pages (the caller stops asking instead of waiting page after page).
+                if waited[0] and not (error.permanent or error.upstream_down):
+                    raise SourceError(f"{error}, again after the circuit breaker of {key} was open",
+                                      status=error.status, upstream_down=True) from error
+                if error.permanent or error.upstream_down or attempt >= self.retries:
                     raise
                 if error.retry_after is not None and error.retry_after > settings.HTTP_MAX_RETRY_AFTER_SECONDS:
                     raise  # a ban of this length is not something to sleep through in a task

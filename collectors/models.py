@@ -248,24 +248,32 @@ class WorkItem(models.Model):
             self.refresh_from_db()
         return bool(claimed)
 
+    def _mine(self):
+        """This item while it is still this worker's claim (fencing: a worker whose lease ran
+        out and whose item another worker took over changes nothing any more)."""
+        return type(self).objects.filter(pk=self.pk, status=self.RUNNING, attempts=self.attempts)
+
     def add_progress(self, *, records=0, requests=0, retries=0, throttled_seconds=0.0, invalid=0,
-                     duplicates=0, revisions=0):
-        type(self).objects.filter(pk=self.pk).update(
+                     duplicates=0, revisions=0) -> bool:
+        """Add to the counters and beat the heart; False if the item is no longer ours."""
+        return bool(self._mine().update(
             records=F("records") + records, requests=F("requests") + requests,
             invalid=F("invalid") + invalid, duplicates=F("duplicates") + duplicates,
             revisions=F("revisions") + revisions,
             retries=F("retries") + retries,
             throttled_seconds=F("throttled_seconds") + throttled_seconds,
-            heartbeat_at=timezone.now())
+            heartbeat_at=timezone.now()))
 
     def heartbeat(self):
-        type(self).objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
+        self._mine().update(heartbeat_at=timezone.now())
 
-    def mark_finished(self, status, *, missing_ranges=(), error=""):
-        type(self).objects.filter(pk=self.pk, status=self.RUNNING).update(
-            status=status, missing_ranges=list(missing_ranges), error=error[:5000],
-            finished_at=timezone.now())
-        self.status = status
+    def mark_finished(self, status, *, missing_ranges=(), error="") -> bool:
+        """Record the outcome; False if the item is no longer ours."""
+        done = self._mine().update(status=status, missing_ranges=list(missing_ranges), error=error[:5000],
+                                   finished_at=timezone.now())
+        if done:
+            self.status = status
+        return bool(done)
 
 
 class RunSymbol(WorkItem):
@@ -275,7 +283,7 @@ class RunSymbol(WorkItem):
     run = models.ForeignKey(CollectionRun, on_delete=models.CASCADE, related_name="symbols")
 
     class Meta:
-        ordering = ["run", "symbol"]
+        ordering = ["run_id", "symbol"]
         constraints = [models.UniqueConstraint(fields=["run", "symbol"], name="uniq_run_symbol")]
 
     def __str__(self):
@@ -301,7 +309,8 @@ class Candle(models.Model):
     taker_buy_quote_volume = ExactDecimalField()
 
     class Meta:
-        ordering = ["collector", "symbol", "interval", "open_time"]
+        # collector_id, not collector: no join (nor a lock, in FOR UPDATE) on the collector row.
+        ordering = ["collector_id", "symbol", "interval", "open_time"]
         constraints = [models.UniqueConstraint(fields=["collector", "symbol", "interval", "open_time"],
                                                name="uniq_candle")]
 

@@ -11,18 +11,19 @@ import orjson
 import structlog
 from django.apps import apps as django_apps
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Count
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from backfills.gaps import coverage, last_stored
-from backfills.models import EmptyRange
-from backfills.ranges import absent, ceil_time, floor_time
+from backfills.models import EmptyRange, MissingRange
+from backfills.ranges import absent, ceil_time, floor_time, merge
 from collectors.alerts import alert_raise
+from collectors.db import atomic_retry
 from collectors.http import Upstream
-from collectors.models import Candle, CollectionRun, Collector, RunSymbol, WorkItem
+from collectors.models import Candle, CollectionRun, Collector, RunSymbol, WorkItem, worker_name
 from collectors.sources import SourceError
 from collectors.storage import upsert_candles
 from quality.models import QuarantinedRow, Revision
@@ -36,6 +37,9 @@ SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 # of the exchange's never stores the still-open candle as final.
 CLOSE_GRACE = timedelta(seconds=5)
 EVENTS_UNTIL = datetime(2100, 1, 1, tzinfo=dt_timezone.utc)  # no end asked: whatever the source has
+# After this many pages in a row failed (after their retries), the upstream or the database is
+# down rather than one range bad: the symbol stops and the rest is left missing for gap_fill.
+MAX_FAILED_PAGES_IN_A_ROW = 3
 
 
 class TriggerError(Exception):
@@ -249,15 +253,25 @@ def plan_ranges(*, collector: Collector, symbol: str, mode: str, start: datetime
     elif mode == "forward":
         lo, hi = (last + step) if last else (start or beginning), end or horizon
     elif mode == "gap_fill":
-        if last is None:
-            return []
-        lo, hi = start or beginning, end or (last + step)
+        return _gap_fill_ranges(collector=collector, symbol=symbol, lo=ceil_time(start or beginning, step),
+                                hi=min(end, horizon) if end else horizon,
+                                holes_until=end or (last + step if last else None))
     else:
         raise ValueError(f"unknown mode {mode!r}")
     lo, hi = ceil_time(lo, step), min(ceil_time(hi, step), horizon)
     if lo >= hi:
         return []
     return coverage(collector=collector, symbol=symbol, start=lo, end=hi)[0]
+
+
+def _gap_fill_ranges(*, collector: Collector, symbol: str, lo, hi, holes_until):
+    """gap_fill: the holes between `lo` and `holes_until` (an asked end, else the last stored
+    candle), plus every range a run or backfill recorded as missing in [lo, hi) (it may lie
+    after the last stored candle), minus what is stored and what the exchange answered empty."""
+    recorded = MissingRange.ranges(collector_id=collector.pk, symbol=symbol, series=collector.series,
+                                   start=lo, end=hi)
+    wanted = merge(([(lo, min(holes_until, hi))] if holes_until else []) + recorded)
+    return [r for start, end in wanted for r in coverage(collector=collector, symbol=symbol, start=start, end=end)[0]]
 
 
 def _iso_ranges(ranges):
@@ -279,14 +293,27 @@ def _run_symbol_collect(item: RunSymbol, *, now: datetime | None):
     run = item.run
     try:
         status, missing, error = _collect_symbol(item, now=now or timezone.now())
+    except LeaseLost:
+        return item  # another worker has it now and will finish it
     except Exception as exc:  # never leave a symbol 'running' because of a bug
         log.exception("symbol_crashed")
         status, missing, error = RunSymbol.FAILED, [], f"{type(exc).__name__}: {exc}"
-    item.mark_finished(status, missing_ranges=_iso_ranges(missing), error=error)
+    item_finish(item=item, collector=run.collector, status=status, missing=missing, error=error)
     log.info("symbol_finished", status=status, error=error or None)
     run_finish_if_done(run_id=run.pk)
     work_recover(run_id=run.pk)
     return item
+
+
+def item_finish(*, item: WorkItem, collector: Collector, status: str, missing, error: str):
+    """Close a run's symbol or a backfill's chunk with its outcome; what it could not fetch is
+    recorded for gap_fill in the same transaction. A worker that lost the item to another
+    (its lease ran out) records nothing."""
+    def finish():
+        if item.mark_finished(status, missing_ranges=_iso_ranges(missing), error=error) and missing:
+            MissingRange.record(collector_id=collector.pk, symbol=item.symbol, series=collector.series,
+                                ranges=missing, reason=error)
+    atomic_retry(finish)
 
 
 def _collect_symbol(item: RunSymbol, *, now: datetime):
@@ -301,106 +328,184 @@ def _collect_symbol(item: RunSymbol, *, now: datetime):
         is_cancelled=lambda: CollectionRun.objects.filter(pk=run.pk, status=CollectionRun.CANCELLED).exists())
 
 
+class LeaseLost(Exception):
+    """Another worker took the item over (this one's heartbeat was older than the lease)."""
+
+
+class _GiveUp(Exception):
+    """Too many pages in a row failed: the upstream or the database is down, stop the symbol."""
+
+
 def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, is_cancelled, origin,
                  may_overlap: bool = False, use_validators: bool = True):
     """The engine's fetch loop, shared by runs and backfill chunks.
 
     Fetches each range page by page; every page is validated (rows that break a quality rule
     are quarantined with `origin`, not stored), stored, its empty spans recorded in the ledger
-    (candles) and `item`'s progress (records, invalid, requests, retries, waiting) updated in
-    one transaction. Returns (status, missing ranges, error): complete, partial (some ranges
-    failed after retries), failed (nothing stored, or a permanent error) or cancelled.
+    (candles) and `item`'s progress updated in one transaction, retried whole on deadlocks and
+    lock timeouts. A page that fails after retries (upstream or database) is a missing range and
+    the symbol goes on with the next page; after MAX_FAILED_PAGES_IN_A_ROW, an upstream that is
+    down or a permanent error, the rest is missing. Returns (status, missing ranges, error):
+    complete; partial (what is missing is listed, everything else is stored); failed (nothing
+    stored: all of it is missing); cancelled. Raises LeaseLost if another worker took over.
     """
     source = source_for(collector, on_wait=item.heartbeat, use_validators=use_validators)
     http = source.http
-    stored = 0
     seen = [0, 0, 0.0]  # requests, retries, throttled seconds already reported
+    missing, errors = [], []
+    progressed = False  # some page was stored (rows, or an empty span in the ledger)
+    failed_in_a_row = 0
 
-    def report(records=0, invalid=0, duplicates=0, revisions=0):
-        item.add_progress(records=records, invalid=invalid, duplicates=duplicates, revisions=revisions,
-                          requests=http.requests - seen[0],
-                          retries=http.retried - seen[1],
-                          throttled_seconds=http.throttled_seconds - seen[2])
+    def http_progress() -> dict:
+        return {"requests": http.requests - seen[0], "retries": http.retried - seen[1],
+                "throttled_seconds": http.throttled_seconds - seen[2]}
+
+    def counted():
         seen[:] = [http.requests, http.retried, http.throttled_seconds]
 
+    def report():
+        """Requests and waits of pages that stored nothing (failed pages)."""
+        if not item.add_progress(**http_progress()):
+            raise LeaseLost()
+        counted()
+
     if collector.grain is None:
-        store = _record_store(collector=collector, symbol=symbol, source=source, origin=origin, report=report)
+        store = _record_store(collector=collector, symbol=symbol, source=source, origin=origin)
     else:
-        store = _candle_store(collector=collector, symbol=symbol, origin=origin, report=report,
-                              may_overlap=may_overlap)
+        store = _candle_store(collector=collector, symbol=symbol, origin=origin, may_overlap=may_overlap)
+
+    def save(page) -> None:
+        counts = store(page)
+        # Fenced by the claim: a worker whose item was taken over stores nothing more.
+        if not item.add_progress(**counts, **http_progress()):
+            raise LeaseLost()
+        if page.on_stored:
+            page.on_stored()
+
+    def failed(page, error: str, event: str):
+        nonlocal failed_in_a_row
+        missing.append((page.start, page.end))
+        errors.append(error)
+        failed_in_a_row += 1
+        log.warning(event, start=_iso(page.start), end=_iso(page.end), error=error[:300])
+        if failed_in_a_row >= MAX_FAILED_PAGES_IN_A_ROW:
+            raise _GiveUp(f"{failed_in_a_row} pages in a row failed; the rest is left for gap_fill")
 
     for index, (start, end) in enumerate(ranges):
         cursor = start
         try:
             for page in source.fetch(symbol, start, end):
-                written = store(page)
-                stored += written
+                if page.error is not None:
+                    report()
+                    failed(page, str(page.error), "page_failed")
+                else:
+                    try:
+                        atomic_retry(save, page)
+                        counted()
+                        # A span of candles is progress even when empty (the ledger has it now).
+                        progressed = progressed or bool(page.rows) or collector.grain is not None
+                        failed_in_a_row = 0
+                    except DatabaseError as error:  # still failing after the retries
+                        _report_quietly(report)
+                        failed(page, f"{type(error).__name__}: {error}", "page_not_stored")
                 cursor = page.end
                 if is_cancelled():
-                    return "cancelled", [(cursor, end)] + ranges[index + 1:], "Cancelled."
-        except SourceError as error:
-            report()
-            # Events have no range left to fill later: the next run reads the source again.
-            missing = [(cursor, end)] + ranges[index + 1:] if collector.grain else []
-            log.warning("fetch_failed", error=str(error), permanent=error.permanent)
-            failed = error.permanent or (stored == 0 and cursor == start and index == 0)
-            return ("failed" if failed else "partial"), missing, str(error)
-    report()
-    return "complete", [], ""
+                    return "cancelled", merge(missing + [(cursor, end)] + ranges[index + 1:]), "Cancelled."
+        except LeaseLost:
+            log.warning("lease_lost", claimed_by=worker_name())
+            raise
+        except (SourceError, _GiveUp) as error:  # permanent, the upstream is down, or given up
+            log.warning("fetch_failed", error=str(error)[:300], permanent=getattr(error, "permanent", False))
+            _report_quietly(report)
+            missing += [(cursor, end)] + ranges[index + 1:]
+            errors.append(str(error))
+            break
+        except Exception as exc:  # a bug or a database outage: what is left is missing, not lost
+            log.exception("fetch_crashed")
+            missing += [(cursor, end)] + ranges[index + 1:]
+            errors.append(f"{type(exc).__name__}: {exc}")
+            break
+    else:
+        _report_quietly(report)
+    if collector.grain is None:
+        missing = []  # events have no range to fill later: the next run reads the source again
+    elif progressed:
+        _forget_filled(collector=collector, symbol=symbol, start=ranges[0][0], end=ranges[-1][1])
+    if not errors:
+        return "complete", [], ""
+    error = errors[-1] if len(errors) == 1 else f"{len(errors)} failures; last: {errors[-1]}"
+    return ("partial" if progressed else "failed"), merge(missing), error
 
 
-def _candle_store(*, collector: Collector, symbol: str, origin: dict, report, may_overlap: bool):
-    """How a page of candles is stored: kline rules, upsert, empty spans into the ledger."""
+def _forget_filled(*, collector: Collector, symbol: str, start: datetime, end: datetime):
+    """Forget the recorded missing ranges in [start, end) that hold no hole any more."""
+    rows = MissingRange.objects.of(collector.pk, symbol, collector.series).overlapping(start, end)
+    try:
+        filled = [pk for pk, lo, hi in rows.values_list("pk", "start", "end")
+                  if not coverage(collector=collector, symbol=symbol, start=lo, end=hi)[0]]
+        MissingRange.objects.filter(pk__in=filled).delete()
+    except DatabaseError:  # kept one run longer; the next gap_fill finds them filled
+        log.warning("missing_ranges_not_forgotten")
+
+
+def _report_quietly(report):
+    try:
+        report()
+    except DatabaseError:  # the counters are the least of it when the database is gone
+        log.warning("progress_not_saved")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _candle_store(*, collector: Collector, symbol: str, origin: dict, may_overlap: bool):
+    """How a page of candles is stored (inside the page's transaction): kline rules, upsert,
+    empty spans into the ledger; returns the progress counts."""
     step_ms = int(collector.grain.total_seconds() * 1000)
     full_rules = collector.config.get("validate", settings.ENABLE_DATA_VALIDATION)
     # Planned ranges are holes in the database; only a fetch over stored rows (force) can meet
     # duplicates or revisions, so only that one pays for the extra read per page.
     detect = settings.ENABLE_DUPLICATE_DETECTION and may_overlap
 
-    def store(page) -> int:
+    def store(page) -> dict:
         valid, invalid = split_valid(page.rows, step_ms=step_ms, full=full_rules,
                                      now_ms=int(timezone.now().timestamp() * 1000))
-        with transaction.atomic():
-            duplicates, revised = (detect_changes(collector=collector, symbol=symbol, rows=valid,
-                                                  page=page, origin=origin)
-                                   if detect and valid else (0, 0))
-            written = upsert_candles(collector_id=collector.pk, symbol=symbol,
-                                     interval=collector.series, rows=valid)
-            quarantine(collector=collector, symbol=symbol, invalid=invalid, origin=origin)
-            # A slot where the exchange sent anything, even an invalid row, is not empty.
-            slots = [t - t % step_ms for t in page.times_ms]
-            holes = absent(int(page.start.timestamp() * 1000), int(page.end.timestamp() * 1000),
-                           slots, step_ms)
-            EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,
-                              ranges=[(utc_from_ms(a), utc_from_ms(b)) for a, b in holes])
-            if page.on_stored:
-                page.on_stored()
-            report(written, len(invalid), duplicates, revised)
-        return written
+        duplicates, revised = (detect_changes(collector=collector, symbol=symbol, rows=valid,
+                                              page=page, origin=origin)
+                               if detect and valid else (0, 0))
+        written = upsert_candles(collector_id=collector.pk, symbol=symbol,
+                                 interval=collector.series, rows=valid)
+        quarantine(collector=collector, symbol=symbol, invalid=invalid, origin=origin)
+        # A slot where the exchange sent anything, even an invalid row, is not empty.
+        slots = [t - t % step_ms for t in page.times_ms]
+        holes = absent(int(page.start.timestamp() * 1000), int(page.end.timestamp() * 1000),
+                       slots, step_ms)
+        EmptyRange.record(collector_id=collector.pk, symbol=symbol, series=collector.series,
+                          ranges=[(utc_from_ms(a), utc_from_ms(b)) for a, b in holes])
+        return {"records": written, "invalid": len(invalid), "duplicates": duplicates, "revisions": revised}
 
     return store
 
 
-def _record_store(*, collector: Collector, symbol: str, source, origin: dict, report):
-    """How a page of events is stored: new rows inserted into the source's model, rows already
-    there counted as duplicates, what the source could not read quarantined."""
+def _record_store(*, collector: Collector, symbol: str, source, origin: dict):
+    """How a page of events is stored (inside the page's transaction): new rows inserted into
+    the source's model, rows already there counted as duplicates, what the source could not
+    read quarantined; returns the progress counts."""
     model = django_apps.get_model(source.model)
     key, time_field = source.key, source.time_field
 
-    def store(page) -> int:
+    def store(page) -> dict:
         rows = [row for row in page.rows if page.start <= row[time_field] < page.end]
         if len(rows) < len(page.rows):
             log.info("entries_outside_range", skipped=len(page.rows) - len(rows),
                      start=page.start.isoformat(), end=page.end.isoformat())
-        with transaction.atomic():
-            written, duplicates = records_insert_new(collector=collector, model=model, key=key, rows=rows)
-            # A feed shows a bad entry on every read until it scrolls away: quarantined once.
-            invalid = quarantine(collector=collector, symbol=symbol, invalid=page.invalid, origin=origin,
-                                 once=True)
-            if page.on_stored:
-                page.on_stored()
-            report(written, invalid, duplicates + len(page.invalid) - invalid)
-        return written
+        written, duplicates = records_insert_new(collector=collector, model=model, key=key, rows=rows)
+        # A feed shows a bad entry on every read until it scrolls away: quarantined once.
+        invalid = quarantine(collector=collector, symbol=symbol, invalid=page.invalid, origin=origin,
+                             once=True)
+        return {"records": written, "invalid": invalid,
+                "duplicates": duplicates + len(page.invalid) - invalid}
 
     return store
 

@@ -352,6 +352,8 @@ def _refetch(source, symbol: str, wanted_ms: list[int], step: timedelta) -> dict
         while j + 1 < len(wanted_ms) and wanted_ms[j + 1] - wanted_ms[i] < 1000 * step_ms:
             j += 1
         for page in source.fetch(symbol, utc_from_ms(wanted_ms[i]), utc_from_ms(wanted_ms[j] + step_ms)):
+            if page.error is not None:
+                raise page.error  # an audit is a whole answer or none: the audit fails with the reason
             fetched.update((row[0], row) for row in page.rows if row[0] in wanted)
         i = j + 1
     return fetched

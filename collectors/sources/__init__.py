@@ -38,9 +38,10 @@ class SourceError(Exception):
     """An upstream failure. Permanent ones (a bad symbol) are not retried."""
 
     def __init__(self, message: str, *, permanent: bool = False, status: int | None = None,
-                 retry_after: float | None = None, malformed: bool = False):
+                 retry_after: float | None = None, malformed: bool = False, upstream_down: bool = False):
         super().__init__(message)
         self.permanent = permanent
+        self.upstream_down = upstream_down  # refused by the open breaker: no use asking for the next page
         self.malformed = malformed  # a 200 whose body is not what was promised
         self.status = status
         self.retry_after = retry_after
@@ -53,7 +54,9 @@ class Page:
     Candle sources give rows as tuples (the engine applies the kline rules); event sources give
     dicts of their model's fields and put what they could not read in `invalid` as
     (payload, rule) pairs, which the engine quarantines. `on_stored` runs in the transaction
-    that stores the page (e.g. remember a feed's ETag only once its entries are in)."""
+    that stores the page (e.g. remember a feed's ETag only once its entries are in). A page
+    the upstream would not serve (after retries) comes with `error` set and no rows: the engine
+    records [start, end) as missing and goes on with the next page."""
 
     rows: list
     start: datetime
@@ -61,6 +64,7 @@ class Page:
     times_ms: list[int] = field(default_factory=list)  # each row's time, ms since epoch, sorted
     invalid: list[tuple] = field(default_factory=list)
     on_stored: Callable[[], None] | None = None
+    error: Exception | None = None
 
 
 def unknown_keys(config: dict, allowed: set[str]) -> dict[str, str]:

@@ -118,15 +118,27 @@ class BinanceKlines:
         return _from_ms(data[0][0]) if data else None
 
     def fetch(self, symbol: str, start: datetime, end: datetime) -> Iterator[Page]:
-        """Yield pages covering [start, end) in order; the caller bounds `end` to closed candles."""
+        """Yield pages covering [start, end) in order; the caller bounds `end` to closed candles.
+
+        A page the exchange would not serve after retries is yielded with its error and the span
+        a full page would have covered, and the next page starts after it (one bad range never
+        hides the rest); a permanent error or an open breaker ends the fetch."""
         cursor, end_ms = _ms(start), _ms(end)
         step = self.step_ms
         while cursor < end_ms:
-            data = self.http.get_json(
-                "/api/v3/klines",
-                {"symbol": symbol, "interval": self.interval, "startTime": cursor,
-                 "endTime": end_ms - 1, "limit": PAGE_LIMIT},
-                weight=KLINES_WEIGHT, parse=parse_klines)
+            try:
+                data = self.http.get_json(
+                    "/api/v3/klines",
+                    {"symbol": symbol, "interval": self.interval, "startTime": cursor,
+                     "endTime": end_ms - 1, "limit": PAGE_LIMIT},
+                    weight=KLINES_WEIGHT, parse=parse_klines)
+            except SourceError as error:
+                if error.permanent or error.upstream_down:
+                    raise
+                page_end = min(end_ms, cursor + PAGE_LIMIT * step)
+                yield Page(rows=[], start=_from_ms(cursor), end=_from_ms(page_end), error=error)
+                cursor = page_end
+                continue
             rows, times = [], []
             for k in data:
                 open_ms = k[0]
@@ -141,4 +153,3 @@ class BinanceKlines:
                     raise SourceError("Exchange returned a full page that does not advance")
             yield Page(rows=rows, start=_from_ms(cursor), end=_from_ms(page_end), times_ms=times)
             cursor = page_end
-
