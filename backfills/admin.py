@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from backfills import services
-from backfills.models import BackfillJob, EmptyRange
+from backfills.models import BackfillJob, EmptyRange, MissingRange
 from collectors import services as collect
 from collectors.admin import ReadOnlyAdmin, progress_bar
 from collectors.models import Collector
@@ -23,6 +23,15 @@ class EmptyRangeAdmin(ReadOnlyAdmin):
     """Ranges the exchange answered with no data: not asked again, not counted as missing."""
 
     list_display = ["symbol", "series", "start", "end", "collector", "updated_at"]
+    list_filter = ["collector", "series"]
+    search_fields = ["^symbol"]
+
+
+@admin.register(MissingRange)
+class MissingRangeAdmin(ReadOnlyAdmin):
+    """Ranges a run or backfill could not fetch: the next gap_fill fetches them (then they go)."""
+
+    list_display = ["symbol", "series", "start", "end", "collector", "reason", "recorded_at"]
     list_filter = ["collector", "series"]
     search_fields = ["^symbol"]
 

@@ -1,5 +1,7 @@
 """The admin as an operator uses it: actions, live run pages, guarded deletes, validation."""
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
 
@@ -90,6 +92,11 @@ def test_every_admin_list_page_loads(operator, emulator):
 
     run = services.run_trigger(collector=collector, mode="backward", triggered_by="tests", enqueue=False)
     services.run_start(run_id=run.pk, inline=True)
+    from backfills.models import MissingRange
+
+    MissingRange.record(collector_id=collector.pk, symbol="NEWCOINUSDT", series="1h", reason="HTTP 503",
+                        ranges=[(run.created_at.replace(minute=0, second=0, microsecond=0),
+                                 run.created_at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2))])
     for model in admin.site._registry:
         url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
         assert operator.get(url).status_code == 200, url

@@ -13,7 +13,7 @@ from backfills.models import EmptyRange
 from collectors import services
 from collectors.emulator import DEFAULT_SYMBOLS
 from collectors.models import ApiKey, Candle, CollectionRun, RunSymbol
-from tests.e2e import free_port, start_qcluster, start_web, wait_for
+from tests.e2e import TcpProxy, database_url, free_port, start_qcluster, start_web, wait_for
 from tests.factories import CollectorFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -196,3 +196,54 @@ def test_a_lock_on_the_candle_table_past_query_timeout_leaves_exact_missing_rang
     assert fill.status == CollectionRun.COMPLETE
     assert_reference_exact(collector)
 
+
+
+@on_mariadb
+def test_a_database_outage_mid_run_loses_nothing_and_gap_fill_makes_it_exact(emulator, tmp_path):
+    """The workers' database goes away for longer than their retries last, then comes back:
+    every symbol still ends, what it could not store is listed as missing (or a later claim
+    resumes it), and one gap_fill makes the data exact."""
+    url = "redis://127.0.0.1:6379/12"  # the broker stays up: only the database goes away
+    redis.Redis.from_url(url).flushdb()
+    emulator.configure(slow_ms=15)
+    collector = reference_collector(emulator, "reference-outage")
+    _, key = ApiKey.objects.create_key(name="outage")
+    proxy = TcpProxy(int(connection.settings_dict["PORT"] or 3306))
+    through_proxy = database_url().replace(f":{connection.settings_dict['PORT'] or 3306}/", f":{proxy.port}/")
+    port = free_port()
+    web = start_web(tmp_path, port, REDIS_URL=url)
+    worker = start_qcluster(tmp_path, REDIS_URL=url, DATABASE_URL=through_proxy, RUN_LEASE_SECONDS=5)
+    try:
+        body = {"mode": "backward", "collector": collector.slug, "start_date": "2025-01-01",
+                "end_date": "2025-11-30"}
+        answer = requests.post(f"http://127.0.0.1:{port}/api/admin/collect/trigger", json=body,
+                               headers={"X-API-Key": key}, timeout=30)
+        assert answer.status_code == 202, answer.text
+        run = CollectionRun.objects.get(pk=answer.json()["run_id"])
+        wait_for(lambda: run.symbols.filter(status="complete").count() >= 20, timeout=120, what="20 symbols")
+        proxy.cut()
+        time.sleep(12)  # longer than a transaction's retries (about 6 s)
+        proxy.resume()
+        wait_for(lambda: CollectionRun.objects.get(pk=run.pk).status not in CollectionRun.ACTIVE,
+                 timeout=240, what="the run to finish", interval=0.5)
+        run.refresh_from_db()
+        have = stored(collector)
+        for item in run.symbols.all():
+            missing = [(ms(datetime.fromisoformat(m["start"])), ms(datetime.fromisoformat(m["end"])))
+                       for m in item.missing_ranges]
+            inside = {t for t in expected_hours(item.symbol) if any(a <= t < b for a, b in missing)}
+            assert set(have.get(item.symbol, [])) == set(expected_hours(item.symbol)) - inside, item.symbol
+        body["mode"] = "gap_fill"
+        body.pop("start_date"), body.pop("end_date")
+        answer = requests.post(f"http://127.0.0.1:{port}/api/admin/collect/trigger", json=body,
+                               headers={"X-API-Key": key}, timeout=30)
+        assert answer.status_code == 202, answer.text
+        fill_id = answer.json()["run_id"]
+        wait_for(lambda: CollectionRun.objects.get(pk=fill_id).status not in CollectionRun.ACTIVE,
+                 timeout=240, what="gap_fill to finish", interval=0.5)
+    finally:
+        worker.stop()
+        web.stop()
+        proxy.cut()
+    assert CollectionRun.objects.get(pk=fill_id).status == CollectionRun.COMPLETE
+    assert_reference_exact(collector)
