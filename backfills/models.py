@@ -1,4 +1,5 @@
-"""The ledger of ranges the source answered as empty (not listed yet, delisted, outages)."""
+"""The ledgers of ranges: what the source answered as empty (not listed yet, delisted, outages),
+what runs could not fetch; backfill jobs and their chunks."""
 
 from django.db import models
 
@@ -7,7 +8,7 @@ from collectors.db import atomic_retry
 from collectors.models import WorkItem
 
 
-class EmptyRangeQuerySet(models.QuerySet):
+class RangeQuerySet(models.QuerySet):
     def of(self, collector_id, symbol, series):
         return self.filter(collector_id=collector_id, symbol=symbol, series=series)
 
@@ -15,28 +16,42 @@ class EmptyRangeQuerySet(models.QuerySet):
         return self.filter(start__lt=end, end__gt=start)
 
 
-class EmptyRange(models.Model):
-    """[start, end) for which the source was asked and answered that no data exists."""
+class SymbolRange(models.Model):
+    """[start, end) of one symbol's series of a collector: what the ledgers below are made of."""
 
-    collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE,
-                                  related_name="empty_ranges")
     symbol = models.CharField(max_length=32)
     series = models.CharField(max_length=16, blank=True, help_text="Candle interval, if any.")
     start = models.DateTimeField()
     end = models.DateTimeField()
-    updated_at = models.DateTimeField(auto_now=True)
 
-    objects = EmptyRangeQuerySet.as_manager()
+    objects = RangeQuerySet.as_manager()
 
     class Meta:
+        abstract = True
         # collector_id, not collector: no join (nor a lock, in FOR UPDATE) on the collector row.
         ordering = ["collector_id", "symbol", "series", "start"]
-        verbose_name = "range the exchange had no data for"
-        verbose_name_plural = "ranges the exchange had no data for"
-        indexes = [models.Index(fields=["collector", "symbol", "series", "start"])]
 
     def __str__(self):
         return f"{self.symbol} {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}"
+
+    @classmethod
+    def ranges(cls, *, collector_id, symbol, series, start, end):
+        """The ledger's ranges of the symbol within [start, end), clipped and merged."""
+        rows = cls.objects.of(collector_id, symbol, series).overlapping(start, end)
+        return merge((max(r.start, start), min(r.end, end)) for r in rows)
+
+
+class EmptyRange(SymbolRange):
+    """[start, end) for which the source was asked and answered that no data exists."""
+
+    collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE,
+                                  related_name="empty_ranges")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta(SymbolRange.Meta):
+        verbose_name = "range the exchange had no data for"
+        verbose_name_plural = "ranges the exchange had no data for"
+        indexes = [models.Index(fields=["collector", "symbol", "series", "start"])]
 
     @classmethod
     def record(cls, *, collector_id, symbol, series, ranges):
@@ -60,13 +75,9 @@ class EmptyRange(models.Model):
         cls.objects.bulk_create(cls(collector_id=collector_id, symbol=symbol, series=series,
                                     start=s, end=e) for s, e in merged)
 
-    @classmethod
-    def ranges(cls, *, collector_id, symbol, series, start, end):
-        rows = cls.objects.of(collector_id, symbol, series).overlapping(start, end)
-        return [(max(r.start, start), min(r.end, end)) for r in rows.order_by("start")]
 
 
-class MissingRange(models.Model):
+class MissingRange(SymbolRange):
     """[start, end) that a run or backfill could not fetch (failed after retries, left when
     the upstream or the database was down, cancelled): gap_fill fetches it again, even after
     the last stored candle. Written when the item finishes; forgotten by the fetch that leaves
@@ -74,34 +85,19 @@ class MissingRange(models.Model):
 
     collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE,
                                   related_name="missing_ranges")
-    symbol = models.CharField(max_length=32)
-    series = models.CharField(max_length=16, blank=True, help_text="Candle interval, if any.")
-    start = models.DateTimeField()
-    end = models.DateTimeField()
     reason = models.CharField(max_length=300, blank=True)
     recorded_at = models.DateTimeField(auto_now_add=True)
 
-    objects = EmptyRangeQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["collector_id", "symbol", "series", "start"]
+    class Meta(SymbolRange.Meta):
         verbose_name = "range a run could not fetch"
         verbose_name_plural = "ranges runs could not fetch"
         indexes = [models.Index(fields=["collector", "symbol", "series", "start"])]
-
-    def __str__(self):
-        return f"{self.symbol} {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}"
 
     @classmethod
     def record(cls, *, collector_id, symbol, series, ranges, reason=""):
         """Insert-only (no locking read): items of one symbol finish concurrently."""
         cls.objects.bulk_create(cls(collector_id=collector_id, symbol=symbol, series=series, start=s,
                                     end=e, reason=reason[:300]) for s, e in merge(ranges))
-
-    @classmethod
-    def ranges(cls, *, collector_id, symbol, series, start, end):
-        rows = cls.objects.of(collector_id, symbol, series).overlapping(start, end)
-        return merge((max(r.start, start), min(r.end, end)) for r in rows)
 
 
 class BackfillJob(models.Model):

@@ -66,10 +66,32 @@ def stored(collector, symbol=None) -> dict[str, list[int]]:
 
 def run_and_wait(collector, mode, *, timeout=240, **kwargs) -> CollectionRun:
     run = services.run_trigger(collector=collector, mode=mode, triggered_by="tests", **kwargs)
+    return finished(run)
+
+
+def finished(run, timeout=240) -> CollectionRun:
     wait_for(lambda: CollectionRun.objects.get(pk=run.pk).status not in CollectionRun.ACTIVE,
-             timeout=timeout, what=f"the {mode} run to finish", interval=0.5)
+             timeout=timeout, what=f"the {run.mode} run to finish", interval=0.5)
     run.refresh_from_db()
     return run
+
+
+def trigger_over_http(port, key, collector, mode, **dates) -> CollectionRun:
+    """Through the web process, so the task goes to the broker the clusters read (Redis)."""
+    answer = requests.post(f"http://127.0.0.1:{port}/api/admin/collect/trigger", headers={"X-API-Key": key},
+                           json={"mode": mode, "collector": collector.slug, **dates}, timeout=30)
+    assert answer.status_code == 202, answer.text
+    return CollectionRun.objects.get(pk=answer.json()["run_id"])
+
+
+def assert_missing_exact(run, collector):
+    """Every expected candle of each symbol is stored or inside its missing ranges, never both."""
+    have = stored(collector)
+    for item in run.symbols.all():
+        missing = [(ms(datetime.fromisoformat(m["start"])), ms(datetime.fromisoformat(m["end"])))
+                   for m in item.missing_ranges]
+        inside = {t for t in expected_hours(item.symbol) if any(a <= t < b for a, b in missing)}
+        assert set(have.get(item.symbol, [])) == set(expected_hours(item.symbol)) - inside, item.symbol
 
 
 def symbol_results(run) -> dict[str, RunSymbol]:
@@ -130,14 +152,8 @@ def test_two_clusters_on_redis_run_the_reference_once_each_page(emulator, tmp_pa
     a = start_qcluster(tmp_path, "cluster-a", WORKER_NAME="cluster-a", **shared)
     b = start_qcluster(tmp_path, "cluster-b", WORKER_NAME="cluster-b", **shared)
     try:
-        body = {"mode": "backward", "collector": collector.slug, "start_date": "2025-01-01",
-                "end_date": "2025-11-30"}
-        answer = requests.post(f"http://127.0.0.1:{port}/api/admin/collect/trigger", json=body,
-                               headers={"X-API-Key": key}, timeout=30)
-        assert answer.status_code == 202, answer.text
-        run = CollectionRun.objects.get(pk=answer.json()["run_id"])
-        wait_for(lambda: CollectionRun.objects.get(pk=run.pk).status not in CollectionRun.ACTIVE,
-                 timeout=240, what="the run to finish", interval=0.5)
+        run = finished(trigger_over_http(port, key, collector, "backward", start_date="2025-01-01",
+                                         end_date="2025-11-30"))
     finally:
         for process in (a, b, web):
             process.stop()
@@ -176,20 +192,11 @@ def test_a_lock_on_the_candle_table_past_query_timeout_leaves_exact_missing_rang
         time.sleep(20)
         locker.rollback()
         locker.close()
-        wait_for(lambda: CollectionRun.objects.get(pk=run.pk).status not in CollectionRun.ACTIVE,
-                 timeout=240, what="the run to finish", interval=0.5)
-        run.refresh_from_db()
-        results = symbol_results(run)
-        partial = {s: r for s, r in results.items() if r.status != "complete"}
+        run = finished(run)
+        partial = {s: r for s, r in symbol_results(run).items() if r.status != "complete"}
         assert run.status == CollectionRun.PARTIAL and partial, run.status
         assert {r.status for r in partial.values()} <= {"partial", "failed"}
-        have = stored(collector)
-        for symbol, item in results.items():
-            missing = [(ms(datetime.fromisoformat(m["start"])), ms(datetime.fromisoformat(m["end"])))
-                       for m in item.missing_ranges]
-            inside = {t for t in expected_hours(symbol) if any(a <= t < b for a, b in missing)}
-            # Exact: every expected candle is stored or inside a missing range, never both.
-            assert set(have.get(symbol, [])) == set(expected_hours(symbol)) - inside, symbol
+        assert_missing_exact(run, collector)
         fill = run_and_wait(collector, "gap_fill")
     finally:
         worker.stop()
@@ -214,36 +221,16 @@ def test_a_database_outage_mid_run_loses_nothing_and_gap_fill_makes_it_exact(emu
     web = start_web(tmp_path, port, REDIS_URL=url)
     worker = start_qcluster(tmp_path, REDIS_URL=url, DATABASE_URL=through_proxy, RUN_LEASE_SECONDS=5)
     try:
-        body = {"mode": "backward", "collector": collector.slug, "start_date": "2025-01-01",
-                "end_date": "2025-11-30"}
-        answer = requests.post(f"http://127.0.0.1:{port}/api/admin/collect/trigger", json=body,
-                               headers={"X-API-Key": key}, timeout=30)
-        assert answer.status_code == 202, answer.text
-        run = CollectionRun.objects.get(pk=answer.json()["run_id"])
+        run = trigger_over_http(port, key, collector, "backward", start_date="2025-01-01", end_date="2025-11-30")
         wait_for(lambda: run.symbols.filter(status="complete").count() >= 20, timeout=120, what="20 symbols")
         proxy.cut()
         time.sleep(12)  # longer than a transaction's retries (about 6 s)
         proxy.resume()
-        wait_for(lambda: CollectionRun.objects.get(pk=run.pk).status not in CollectionRun.ACTIVE,
-                 timeout=240, what="the run to finish", interval=0.5)
-        run.refresh_from_db()
-        have = stored(collector)
-        for item in run.symbols.all():
-            missing = [(ms(datetime.fromisoformat(m["start"])), ms(datetime.fromisoformat(m["end"])))
-                       for m in item.missing_ranges]
-            inside = {t for t in expected_hours(item.symbol) if any(a <= t < b for a, b in missing)}
-            assert set(have.get(item.symbol, [])) == set(expected_hours(item.symbol)) - inside, item.symbol
-        body["mode"] = "gap_fill"
-        body.pop("start_date"), body.pop("end_date")
-        answer = requests.post(f"http://127.0.0.1:{port}/api/admin/collect/trigger", json=body,
-                               headers={"X-API-Key": key}, timeout=30)
-        assert answer.status_code == 202, answer.text
-        fill_id = answer.json()["run_id"]
-        wait_for(lambda: CollectionRun.objects.get(pk=fill_id).status not in CollectionRun.ACTIVE,
-                 timeout=240, what="gap_fill to finish", interval=0.5)
+        assert_missing_exact(finished(run), collector)
+        fill = finished(trigger_over_http(port, key, collector, "gap_fill"))
     finally:
         worker.stop()
         web.stop()
         proxy.cut()
-    assert CollectionRun.objects.get(pk=fill_id).status == CollectionRun.COMPLETE
+    assert fill.status == CollectionRun.COMPLETE
     assert_reference_exact(collector)

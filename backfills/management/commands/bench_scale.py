@@ -5,7 +5,6 @@ and a weight budget too high to matter; prints both runs and the speedup."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,6 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psutil
 import redis
 import requests
 from django.conf import settings
@@ -24,6 +22,7 @@ from django.test import override_settings
 
 from backfills import services
 from backfills.models import BackfillJob, EmptyRange
+from collectors.bench import free_port, tree_rss, wait_for_emulator
 from collectors.emulator import DEFAULT_SYMBOLS
 from collectors.models import Candle, Collector
 
@@ -32,12 +31,6 @@ END = datetime(2025, 1, 1, tzinfo=timezone.utc)  # the backfill ends here; --day
 BUDGET = 1_000_000  # weight per minute, exchange and service: far above what a run can use
 BATCH = 2000  # candles per chunk = 2 pages: many chunks to share between the clusters
 NAMES = ("bench-a", "bench-b")  # WORKER_NAME of each cluster: the prefix of claimed_by
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Command(BaseCommand):
@@ -58,7 +51,7 @@ class Command(BaseCommand):
         _flush(redis_url)
         logs = Path(tempfile.mkdtemp(prefix="bench-scale-"))
         names = [s for s in DEFAULT_SYMBOLS if s.endswith("USDT") and s != "NEWCOINUSDT"][:symbols]
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         emulator = _spawn(["run_exchange_emulator", "--port", str(port), "--slow-ms", str(latency_ms),
                            "--weight-limit", str(BUDGET)], os.environ, logs / "emulator.log")
@@ -71,7 +64,7 @@ class Command(BaseCommand):
                "EXCHANGE_WEIGHT_BUDGET": str(BUDGET), "BACKFILL_BATCH_SIZE": str(BATCH)}
         expected = len(names) * days * 24
         try:
-            _wait_for(url)
+            wait_for_emulator(url)
             self.stdout.write(f"Database: {connection.vendor} {connection.settings_dict['NAME']}; broker "
                               f"{redis_url}; {len(names)} symbols x {days} days = {expected:,} candles; "
                               f"{workers} workers per cluster; latency {latency_ms:.0f} ms; logs in {logs}")
@@ -185,16 +178,6 @@ def _stop(proc, timeout=30):
     proc.wait(10)
 
 
-def _wait_for(url):
-    for _ in range(100):
-        try:
-            requests.get(url + "/api/v3/ping", timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise CommandError("emulator did not start")
-
-
 def _wait_until_up(procs, timeout=60):
     """Until every cluster reports itself idle to the broker: timing starts with all of them."""
     from django_q.conf import Conf
@@ -217,28 +200,13 @@ def _poll(job, procs, deadline) -> tuple[float, list[float]]:
     peak_worker, peak_cluster = 0.0, [0.0] * len(procs)
     while True:
         for i, proc in enumerate(procs):
-            rss = _tree_rss(proc.pid)
+            rss = tree_rss(proc.pid)
             peak_worker = max(peak_worker, *rss, 0.0)
             peak_cluster[i] = max(peak_cluster[i], sum(rss))
         job.refresh_from_db()
         if not job.is_active or time.monotonic() > deadline:
             return peak_worker, peak_cluster
         time.sleep(0.2)
-
-
-def _tree_rss(pid) -> list[float]:
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-    rss = []
-    for proc in procs:
-        try:
-            rss.append(proc.memory_info().rss / 2**20)
-        except psutil.Error:
-            pass
-    return rss
 
 
 def _log_levels(path) -> dict:

@@ -3,13 +3,11 @@ qcluster workers into the configured database, then run it again (everything ski
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from datetime import date, datetime, timedelta, timezone
 
-import psutil
 import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -17,14 +15,9 @@ from django.db import connection
 
 from backfills.models import EmptyRange
 from collectors import services
+from collectors.bench import free_port, tree_rss, wait_for_emulator
 from collectors.emulator import DEFAULT_SYMBOLS
 from collectors.models import Candle, CollectionRun, Collector
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Command(BaseCommand):
@@ -39,7 +32,7 @@ class Command(BaseCommand):
         names = [s for s in DEFAULT_SYMBOLS if s.endswith("USDT") and s != "NEWCOINUSDT"][:symbols]
         start = datetime(2025, 1, 1, tzinfo=timezone.utc)
         end = start + timedelta(days=days) - timedelta(seconds=1)
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "Q_WORKERS": str(workers), "LOG_LEVEL": "warning"}
         emulator = subprocess.Popen([sys.executable, "manage.py", "run_exchange_emulator", "--port", str(port)],
@@ -55,7 +48,7 @@ class Command(BaseCommand):
         worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"], env=env,
                                   stdout=subprocess.DEVNULL, start_new_session=True)
         try:
-            self._wait_for(url)
+            wait_for_emulator(url)
             db = f"{connection.vendor} {connection.settings_dict['NAME']}"
             self.stdout.write(f"Database: {db}; workers: {workers}; weight budget "
                               f"{settings.EXCHANGE_WEIGHT_BUDGET}/{settings.EXCHANGE_WEIGHT_WINDOW_SECONDS}s")
@@ -77,30 +70,14 @@ class Command(BaseCommand):
             os.killpg(emulator.pid, signal.SIGTERM)
             emulator.wait(10)
 
-    def _wait_for(self, url):
-        for _ in range(100):
-            try:
-                requests.get(url + "/api/v3/ping", timeout=1)
-                return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise RuntimeError("emulator did not start")
-
     def _run(self, collector, start, end, worker):
         began = time.monotonic()
         run = services.run_trigger(collector=collector, mode="backward", start=start, end=end,
                                    triggered_by="bench")
-        cluster = psutil.Process(worker.pid)
         peak_worker = peak_total = 0.0
         while True:
-            procs = [cluster, *cluster.children(recursive=True)]
-            rss = []
-            for proc in procs:
-                try:
-                    rss.append(proc.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
-            peak_worker, peak_total = max(peak_worker, max(rss)), max(peak_total, sum(rss))
+            rss = tree_rss(worker.pid)
+            peak_worker, peak_total = max(peak_worker, max(rss, default=0.0)), max(peak_total, sum(rss))
             run.refresh_from_db()
             if run.status not in CollectionRun.ACTIVE:
                 return run, time.monotonic() - began, peak_worker, peak_total
