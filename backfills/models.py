@@ -1,5 +1,5 @@
 """The ledgers of ranges: what the source answered as empty (not listed yet, delisted, outages),
-what runs could not fetch; backfill jobs and their chunks."""
+what runs and backfills could not fetch; backfill jobs and their chunks."""
 
 from django.db import models
 
@@ -89,15 +89,20 @@ class MissingRange(SymbolRange):
     recorded_at = models.DateTimeField(auto_now_add=True)
 
     class Meta(SymbolRange.Meta):
-        verbose_name = "range a run could not fetch"
-        verbose_name_plural = "ranges runs could not fetch"
+        verbose_name = "range not fetched (gap_fill fetches it)"
+        verbose_name_plural = "ranges not fetched (gap_fill fetches them)"
         indexes = [models.Index(fields=["collector", "symbol", "series", "start"])]
 
     @classmethod
     def record(cls, *, collector_id, symbol, series, ranges, reason=""):
-        """Insert-only (no locking read): items of one symbol finish concurrently."""
+        """Add ranges; rows they cover are replaced (a range failing again is one row). No
+        locking read: the delete locks only the rows it removes."""
+        ranges = merge(ranges)
+        mine = cls.objects.of(collector_id, symbol, series)
+        for start, end in ranges:
+            mine.filter(start__gte=start, end__lte=end).delete()
         cls.objects.bulk_create(cls(collector_id=collector_id, symbol=symbol, series=series, start=s,
-                                    end=e, reason=reason[:300]) for s, e in merge(ranges))
+                                    end=e, reason=reason[:300]) for s, e in ranges)
 
 
 class BackfillJob(models.Model):

@@ -274,6 +274,9 @@ def backfill_cancel(*, job: BackfillJob) -> BackfillJob:
     job.chunks.filter(status=BackfillChunk.PENDING).update(status=BackfillChunk.CANCELLED,
                                                           finished_at=timezone.now())
     log.info("backfill_cancelled", backfill_id=job.pk)
+    # What chunks never started would have fetched stays findable for gap_fill.
+    collect.cancelled_missing(items=job.chunks.filter(status=BackfillChunk.CANCELLED, started_at__isnull=True),
+                              collector=job.collector, ranges=lambda chunk: [(chunk.start, chunk.end)])
     return job
 
 

@@ -319,7 +319,8 @@ class CollectTrigger(ApiView, APIView):
         """Start a collection run (backward, forward or gap_fill); it runs on the workers.
 
         Candles: backward fetches history from start_date to the end of yesterday, forward from
-        each symbol's last stored candle, gap_fill the holes before it; only what is missing.
+        each symbol's last stored candle, gap_fill the holes before it (or before end_date) plus
+        every range an earlier run or backfill recorded as missing; only what is missing.
         News (rss_news, symbols = feed names): every mode reads each feed's current entries and
         stores the new ones; forward sends the feed's ETag/Last-Modified (unchanged: one 304),
         backward and gap_fill read the feeds whole; start_date/end_date do not apply."""

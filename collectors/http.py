@@ -106,11 +106,13 @@ class Upstream:
 
         probe = settings.HTTP_TIMEOUT_SECONDS + 5  # a probe's worker is presumed dead after this
         while wait := CircuitBreaker.acquire(key, probe_seconds=probe):
-            if waited[0] or wait > settings.HTTP_MAX_RETRY_AFTER_SECONDS:
+            # Polls while another worker's probe is out (half-open) are not the wait: only an
+            # open breaker after we waited (that probe failed too) ends the call.
+            is_open = CircuitBreaker.objects.filter(key=key, state=CircuitBreaker.OPEN).exists()
+            if (waited[0] and is_open) or wait > settings.HTTP_MAX_RETRY_AFTER_SECONDS:
                 raise SourceError(f"circuit breaker of {key} is open for {wait:.0f} s more",
                                   retry_after=wait, upstream_down=True)
-            # Polls while another worker's probe is out (half-open) do not count as the wait.
-            if CircuitBreaker.objects.filter(key=key, state=CircuitBreaker.OPEN).exists():
+            if is_open:
                 waited[0] = True
             self.throttled_seconds += wait
             log.info("circuit_open_wait", upstream=key, seconds=round(wait, 2))

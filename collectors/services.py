@@ -54,7 +54,8 @@ class RunConflict(Exception):
     """The collector already has a queued or running run."""
 
     def __init__(self, run: CollectionRun):
-        super().__init__(f"Collector {run.collector.slug} already has run {run.pk} {run.status}.")
+        state = run.status if run.is_active else f"{run.status}, a symbol of it still stopping"
+        super().__init__(f"Collector {run.collector.slug} already has run {run.pk} {state}.")
         self.run = run
 
 
@@ -142,7 +143,7 @@ def run_trigger(*, collector: Collector, mode: str, start: datetime | None = Non
         # The row lock (MySQL) or the IMMEDIATE transaction (SQLite) serialises triggers, so
         # two at once give one run and one conflict.
         Collector.objects.select_for_update().get(pk=collector.pk)
-        active = collector.runs.active().order_by("-id").first()
+        active = collector.runs.active().order_by("-id").first() or _stopping_run(collector, now)
         if active:
             raise RunConflict(active)
         run = CollectionRun.objects.create(collector=collector, mode=mode, start=start, end=end,
@@ -152,6 +153,15 @@ def run_trigger(*, collector: Collector, mode: str, start: datetime | None = Non
             transaction.on_commit(lambda: _enqueue_run(run.pk))
     log.info("run_triggered", run_id=run.pk, collector=collector.slug, mode=mode, by=triggered_by)
     return run
+
+
+def _stopping_run(collector: Collector, now: datetime) -> CollectionRun | None:
+    """A cancelled run whose symbol is still fetching (it stops after its page): a new run now
+    would plan around what that symbol is about to store or record as missing."""
+    alive = now - timedelta(seconds=settings.RUN_LEASE_SECONDS)
+    item = (RunSymbol.objects.filter(run__collector=collector, status=RunSymbol.RUNNING, heartbeat_at__gte=alive)
+            .select_related("run").first())
+    return item.run if item else None
 
 
 def current_request_id() -> str:
@@ -584,7 +594,9 @@ def run_finish_if_done(*, run_id: int) -> CollectionRun | None:
     if outcome is None:
         return run
     status, bad = outcome
-    error = f"{bad} of {sum(counts.values())} symbols failed, are partial or cancelled." if bad else ""
+    not_complete = ", ".join(f"{counts[s]} {s}" for s in (RunSymbol.FAILED, RunSymbol.PARTIAL, RunSymbol.CANCELLED)
+                             if counts.get(s))
+    error = f"{bad} of {sum(counts.values())} symbols not complete: {not_complete}." if bad else ""
     if run.mark_finished(status, error=error):
         log.info("run_finished", run_id=run.pk, status=status, **{k: v for k, v in counts.items()})
         snapshot_after(collector_id=run.collector_id)
@@ -616,11 +628,40 @@ def run_retry_failed(*, run: CollectionRun, triggered_by: str) -> CollectionRun:
                        symbols=symbols, triggered_by=f"{triggered_by} (retry of run {run.pk})")
 
 
-def run_cancel(*, run: CollectionRun) -> CollectionRun:
-    """Stop a queued or running run; symbols in flight stop after their current page."""
+def run_cancel(*, run: CollectionRun, now: datetime | None = None) -> CollectionRun:
+    """Stop a queued or running run; symbols in flight stop after their current page and keep
+    the rest as missing; symbols not started keep the run's whole window as missing, so a
+    later gap_fill fetches what the run would have (only its holes)."""
     run.cancel()
     log.info("run_cancelled", run_id=run.pk)
+    window = run_window(run=run, now=now or timezone.now())
+    if window:
+        never_started = run.symbols.filter(status=RunSymbol.CANCELLED, started_at__isnull=True)
+        cancelled_missing(items=never_started, collector=run.collector, ranges=lambda item: [window])
     return run
+
+
+def run_window(*, run: CollectionRun, now: datetime) -> tuple[datetime, datetime] | None:
+    """[lo, hi) a run of a candle collector covers (before what is stored is taken out)."""
+    step = run.collector.grain
+    if step is None:
+        return None
+    beginning = datetime.combine(run.collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
+    horizon = floor_time(now - CLOSE_GRACE, step)
+    lo = ceil_time(run.start or beginning, step)
+    hi = floor_time(run.end, step) + step if run.end else _day_start(now) if run.mode == "backward" else horizon
+    hi = min(hi, horizon)
+    return (lo, hi) if lo < hi else None
+
+
+def cancelled_missing(*, items, collector: Collector, ranges):
+    """What cancelled items that never started would have fetched, recorded as missing (on the
+    items and for gap_fill); `ranges(item)` gives an item's ranges."""
+    for item in items:
+        missing = ranges(item)
+        type(item).objects.filter(pk=item.pk).update(missing_ranges=_iso_ranges(missing))
+        MissingRange.record(collector_id=collector.pk, symbol=item.symbol, series=collector.series,
+                            ranges=missing, reason="Cancelled before it started.")
 
 
 def work_recover(*, run_id: int | None = None, backfill_id: int | None = None,

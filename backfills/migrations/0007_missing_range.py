@@ -33,8 +33,8 @@ class Migration(migrations.Migration):
                 ('collector', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='missing_ranges', to='collectors.collector')),
             ],
             options={
-                'verbose_name': 'range a run could not fetch',
-                'verbose_name_plural': 'ranges runs could not fetch',
+                'verbose_name': 'range not fetched (gap_fill fetches it)',
+                'verbose_name_plural': 'ranges not fetched (gap_fill fetches them)',
                 'ordering': ['collector_id', 'symbol', 'series', 'start'],
                 'indexes': [models.Index(fields=['collector', 'symbol', 'series', 'start'], name='backfills_m_collect_d36f70_idx')],
             },

@@ -123,3 +123,29 @@ def test_the_api_lists_each_breaker_with_its_next_probe_and_budget(api):
     assert [(b["upstream"], b["state"]) for b in body] == [(KEY, "open")]
     assert body[0]["next_probe_at"].endswith("Z") and body[0]["rate_budget"]["limit"] > 0
     assert "418" in body[0]["last_error"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_waited_out_the_breaker_waits_for_anothers_probe_instead_of_failing(emulator):
+    """After its wait, the breaker is half-open: another worker's probe is out. Its success
+    closes the breaker, and this worker's request goes through; it does not fail meanwhile."""
+    key = emulator.url.split("//")[1]
+    CircuitBreaker.objects.create(key=key, state=CircuitBreaker.OPEN, open_until=time.time() + 0.3)
+    answers = []
+
+    def waiting_worker():
+        try:
+            answers.append(Upstream(emulator.url, retries=0).get_json(
+                "/api/v3/klines", {"symbol": "BTCUSDT", "interval": "1h", "limit": 1}))
+        except SourceError as error:
+            answers.append(error)
+
+    thread = threading.Thread(target=waiting_worker)
+    thread.start()
+    time.sleep(0.15)  # while it waits, another worker takes the probe ...
+    CircuitBreaker.objects.filter(key=key).update(state=CircuitBreaker.HALF_OPEN, open_until=0,
+                                                  probe_until=time.time() + 5)
+    time.sleep(0.6)  # ... and it succeeds
+    CircuitBreaker.record_success(key)
+    thread.join(10)
+    assert len(answers) == 1 and isinstance(answers[0], list), answers

@@ -229,3 +229,45 @@ def test_real_exchange_candles_are_stored_every_one_and_their_holes_are_no_data(
         again = collect(collector, mode=mode, start=start, end=end - timedelta(milliseconds=step))
         assert set(again.symbols.values_list("status", flat=True)) == {"skipped"}, mode
     assert klines_requests(emulator) == 0  # nothing asked again
+
+
+def test_cancelled_symbols_that_never_started_leave_their_window_for_gap_fill(emulator):
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"},
+                                 symbols=["BTCUSDT", "ETHUSDT", "BNBUSDT"])
+    run = services.run_trigger(collector=collector, mode="backward", start=utc(2025, 1, 1),
+                               end=utc(2025, 1, 31, 23), triggered_by="tests", enqueue=False)
+    services.run_start(run_id=run.pk)  # the symbols are queued for the workers, none started
+    first = run.symbols.get(symbol="BTCUSDT")
+    services.run_symbol_collect(run_symbol_id=first.pk)  # one worker finished one symbol
+    services.run_cancel(run=run)
+    items = results(run)
+    assert items["BTCUSDT"].status == "complete" and items["ETHUSDT"].status == "cancelled"
+    assert missing_of(items["ETHUSDT"]) == [("2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z")]
+    emulator.reset_stats()
+    fill = collect(collector, mode="gap_fill")  # ETH and BNB have nothing stored, yet it sees them
+    assert emulator.stats()["klines_by_symbol"] == {"ETHUSDT": 1, "BNBUSDT": 1}
+    assert results(fill)["BTCUSDT"].status == "skipped"
+    for symbol in ("BTCUSDT", "ETHUSDT", "BNBUSDT"):
+        assert_exact(collector, symbol, utc(2025, 1, 1), utc(2025, 2, 1))
+
+
+def test_a_new_run_waits_while_a_cancelled_runs_symbol_is_still_stopping(emulator):
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
+    run = services.run_trigger(collector=collector, mode="backward", triggered_by="tests", enqueue=False)
+    services.run_start(run_id=run.pk)
+    item = run.symbols.get()
+    assert item.claim(lease_seconds=60)  # a worker is fetching it
+    services.run_cancel(run=run)
+    with pytest.raises(services.RunConflict, match="still stopping"):
+        services.run_trigger(collector=collector, mode="gap_fill", triggered_by="tests", enqueue=False)
+    item.mark_finished("cancelled", missing_ranges=[])  # it stopped after its page
+    assert services.run_trigger(collector=collector, mode="gap_fill", triggered_by="tests", enqueue=False)
+
+
+def test_a_range_failing_again_is_recorded_once(emulator):
+    emulator.configure(failures=[{"symbol": "BTCUSDT", "start": ms(utc(2025, 1, 5)), "end": ms(utc(2025, 1, 6))}])
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
+    collect(collector, start=utc(2025, 1, 1), end=utc(2025, 1, 10, 23))
+    collect(collector, mode="gap_fill")
+    assert list(MissingRange.objects.filter(collector=collector).values_list("start", "end")) == [
+        (utc(2025, 1, 1), utc(2025, 1, 11))]
