@@ -399,7 +399,8 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, is_cancelle
         failed_in_a_row += 1
         log.warning(event, start=_iso(page.start), end=_iso(page.end), error=error[:300])
         if failed_in_a_row >= MAX_FAILED_PAGES_IN_A_ROW:
-            raise _GiveUp(f"{failed_in_a_row} pages in a row failed; the rest is left for gap_fill")
+            raise _GiveUp(f"{failed_in_a_row} pages in a row failed (last: {error[:200]}); "
+                          "the rest is left for gap_fill")
 
     for index, (start, end) in enumerate(ranges):
         cursor = start

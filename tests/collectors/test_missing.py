@@ -271,3 +271,15 @@ def test_a_range_failing_again_is_recorded_once(emulator):
     collect(collector, mode="gap_fill")
     assert list(MissingRange.objects.filter(collector=collector).values_list("start", "end")) == [
         (utc(2025, 1, 1), utc(2025, 1, 11))]
+
+
+def test_after_three_failed_pages_in_a_row_the_symbol_stops_and_the_rest_is_missing(emulator, settings):
+    settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD = 1000  # the pages fail, the host is not down
+    emulator.configure(failures=[{"symbol": "BTCUSDT", "start": ms(utc(2024, 1, 1)), "end": ms(utc(2025, 1, 1))}])
+    collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"],
+                                 max_retries=1)
+    run = collect(collector, start=utc(2024, 1, 1), end=utc(2024, 12, 31, 23))  # 9 pages
+    item = results(run)["BTCUSDT"]
+    assert item.status == "failed" and "3 pages in a row failed (last: HTTP 503" in item.error
+    assert klines_requests(emulator) == 3 * 2  # three pages, each tried twice; six pages never asked
+    assert missing_of(item) == [("2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z")]
