@@ -98,6 +98,13 @@ def exception_handler(exc, context):
     elif isinstance(exc, SuspiciousOperation):  # too many fields, and the like
         log.warning("api_suspicious_request", error=str(exc))
         return Response({"detail": "Malformed request."}, status=status.HTTP_400_BAD_REQUEST)
+    elif type(exc).__name__ == "TriggerError" and hasattr(exc, "field"):
+        # Bad input found by a service (collectors.services.TriggerError) that the view did not
+        # catch itself: still a 400 naming the field, never a 500.
+        body = {"detail": exc.message, exc.field: [exc.message]}
+        if exc.choices:
+            body["choices"] = exc.choices
+        return Response(body, status=status.HTTP_400_BAD_REQUEST)
     elif isinstance(exc, IntegrityError):
         # Two requests raced past the same uniqueness check (say, one slug created twice).
         log.warning("api_integrity_error", exc_info=True)

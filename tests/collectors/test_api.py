@@ -1004,3 +1004,16 @@ def test_far_future_dates_and_huge_ids_are_400s_naming_the_field(api, method, pa
         body = {**body, "collector": collector.slug}
     response = getattr(api, method)(path.format(slug=collector.slug), body, format="json")
     assert response.status_code == 400 and field in response.json(), response.content
+
+
+def test_a_gap_report_for_an_unknown_or_malformed_symbol_is_a_400_naming_it(api):
+    CollectorFactory(slug="gaps-400", symbols=["BTCUSDT"])
+    for symbol in ("NOSUCHUSDT", "<b>x</b>"):
+        answer = api.get("/api/admin/gaps/", {"collector": "gaps-400", "symbol": symbol})
+        assert answer.status_code == 400 and "symbols" in answer.json(), (symbol, answer.content[:200])
+
+
+def test_a_json_body_nested_thousands_deep_is_a_400_not_a_500(api):
+    body = "[" * 5000 + "]" * 5000
+    answer = api.post("/api/admin/collect/trigger", data=body, content_type="application/json")
+    assert answer.status_code == 400 and "nested too deep" in answer.json()["detail"]
