@@ -26,6 +26,7 @@ from collectors.http import Upstream
 from collectors.models import Candle, CollectionRun, Collector, RunSymbol, WorkItem, worker_name
 from collectors.sources import SourceError
 from collectors.storage import upsert_candles
+from config.api import iso
 from quality.models import QuarantinedRow, Revision
 from quality.rules import FIELDS as REVISED_FIELDS, compare_stored, split_valid
 
@@ -285,8 +286,7 @@ def _gap_fill_ranges(*, collector: Collector, symbol: str, lo, hi, holes_until):
 
 
 def _iso_ranges(ranges):
-    return [{"start": s.isoformat().replace("+00:00", "Z"), "end": e.isoformat().replace("+00:00", "Z")}
-            for s, e in ranges]
+    return [{"start": iso(s), "end": iso(e)} for s, e in ranges]
 
 
 def run_symbol_collect(*, run_symbol_id: int, now: datetime | None = None):
@@ -397,7 +397,7 @@ def fetch_ranges(*, collector: Collector, symbol: str, ranges, item, is_cancelle
         missing.append((page.start, page.end))
         errors.append(error)
         failed_in_a_row += 1
-        log.warning(event, start=_iso(page.start), end=_iso(page.end), error=error[:300])
+        log.warning(event, start=iso(page.start), end=iso(page.end), error=error[:300])
         if failed_in_a_row >= MAX_FAILED_PAGES_IN_A_ROW:
             raise _GiveUp(f"{failed_in_a_row} pages in a row failed (last: {error[:200]}); "
                           "the rest is left for gap_fill")
@@ -464,10 +464,6 @@ def _report_quietly(report):
         report()
     except DatabaseError:  # the counters are the least of it when the database is gone
         log.warning("progress_not_saved")
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _candle_store(*, collector: Collector, symbol: str, origin: dict, may_overlap: bool):

@@ -41,7 +41,7 @@ class SourceError(Exception):
                  retry_after: float | None = None, malformed: bool = False, upstream_down: bool = False):
         super().__init__(message)
         self.permanent = permanent
-        self.upstream_down = upstream_down  # refused by the open breaker: no use asking for the next page
+        self.upstream_down = upstream_down  # the breaker says so (refused, or failing again after its wait)
         self.malformed = malformed  # a 200 whose body is not what was promised
         self.status = status
         self.retry_after = retry_after
