@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from collectors import services, sources
 from collectors.auth import ApiKeyUser
+from collectors.outbound import MASK as MASK_USERINFO, mask_url
 from collectors.models import (Article, Candle, CircuitBreaker, CollectionRun, Collector, RateWindow, RunEvent, RunNotActive,
                                RunSymbol)
 from config.api import CursorPagination, iso
@@ -432,12 +433,27 @@ def is_secret(key) -> bool:
 
 
 def mask(config: dict) -> dict:
-    return {k: (mask(v) if isinstance(v, dict) else MASK if is_secret(k) and v not in (None, "") else v)
-            for k, v in config.items()}
+    """Config as shown: secret-named keys as MASK, URLs' user:password@ as ***@ (lists too)."""
+    def shown(key, value):
+        if isinstance(value, dict):
+            return mask(value)
+        if is_secret(key) and value not in (None, ""):
+            return MASK
+        if isinstance(value, list):
+            return [mask_url(v) for v in value]
+        return mask_url(value)
+    return {k: shown(k, v) for k, v in config.items()}
 
 
 def unmask(sent: dict, stored: dict) -> dict:
-    """A masked secret sent back (a GET edited and PATCHed) means "keep the stored one"."""
+    """A masked secret sent back (a GET edited and PATCHed) means "keep the stored one"; so does
+    a URL sent with ***@ that is, masked, one of the stored URLs of that key."""
+    def kept(value, old):
+        if isinstance(value, str) and f"{MASK_USERINFO}@" in value:
+            olds = old if isinstance(old, list) else [old]
+            return next((o for o in olds if isinstance(o, str) and mask_url(o) == value), value)
+        return value
+
     out = {}
     for key, value in sent.items():
         old = stored.get(key) if isinstance(stored, dict) else None
@@ -445,6 +461,10 @@ def unmask(sent: dict, stored: dict) -> dict:
             value = unmask(value, old if isinstance(old, dict) else {})
         elif value == MASK and old is not None:
             value = old
+        elif isinstance(value, list):
+            value = [kept(v, old) for v in value]
+        else:
+            value = kept(value, old)
         out[key] = value
     return out
 

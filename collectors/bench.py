@@ -1,12 +1,24 @@
-"""What the benchmark commands share: a free port, waiting for the emulator, the memory of a
+"""What the benchmark commands share: the emulator allowed, a free port, waiting for the emulator, the memory of a
 process tree (bench_collect, bench_scale)."""
 
+import os
 import socket
 import time
 
 import psutil
 import requests
+from django.conf import settings
 from django.core.management.base import CommandError
+
+
+def allow_local_emulator():
+    """The benchmarks' emulator listens on 127.0.0.1, which the outbound policy refuses unless it
+    is listed: list it (keeping the rest of the policy) for this process and what it starts."""
+    hosts = list(settings.UPSTREAM_ALLOWED_HOSTS) or ["*"]
+    if "127.0.0.1" not in hosts:
+        hosts.append("127.0.0.1")
+    settings.UPSTREAM_ALLOWED_HOSTS = hosts
+    os.environ["UPSTREAM_ALLOWED_HOSTS"] = ",".join(hosts)
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ hosts (feeds). Tests mock upstreams here (or use the emulator), never deeper.
 """
 
 import time
+from http import HTTPStatus
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ import structlog
 from django.conf import settings
 
 from collectors.metrics import observe_upstream
+from collectors.outbound import GuardedAdapter, UpstreamRefused, host_key, mask_url
 from collectors.sources import SourceError
 
 log = structlog.get_logger(__name__)
@@ -35,6 +37,13 @@ def _session(host: str) -> requests.Session:
     if session is None:
         session = _sessions[host] = requests.Session()
         session.headers["User-Agent"] = "market-data-collectors/1"
+        # Every connection, redirects included, goes where the outbound policy allows
+        # (collectors.outbound); no proxy or .netrc from the environment: a proxy would resolve
+        # names where the policy cannot see them.
+        session.trust_env = False
+        session.max_redirects = 5
+        for scheme in ("http://", "https://"):
+            session.mount(scheme, GuardedAdapter())
     return session
 
 
@@ -49,6 +58,13 @@ class Document:
     last_modified: str = ""
     not_modified: bool = False
     parsed: Any = None  # what get_document's `parse` made of the content
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "client error"
 
 
 def _retry_after(response) -> float | None:
@@ -196,7 +212,7 @@ class Upstream:
 
     def _request(self, path: str, params, weight: int, decode, *, headers=None, malformed_trips=True):
         url = self._url(path)
-        key = urlsplit(url).netloc
+        key = host_key(url)  # no userinfo: keys show in metrics, the breaker list and logs
         attempt, waited = 0, [False]
         while True:
             self._pass_breaker(key, waited)
@@ -217,7 +233,7 @@ class Upstream:
                 attempt += 1
                 self.retried += 1
                 delay = max(self.backoff * 2 ** (attempt - 1), error.retry_after or 0.0)
-                log.info("upstream_retry", url=path, attempt=attempt, delay=delay, error=str(error))
+                log.info("upstream_retry", url=mask_url(path), attempt=attempt, delay=delay, error=str(error))
                 self.wait(delay)
 
     def _get_once(self, url, key, params, decode, headers, malformed_trips):
@@ -231,6 +247,10 @@ class Upstream:
             try:
                 response = _session(key).get(url, params=params, headers=headers,
                                              timeout=settings.HTTP_TIMEOUT_SECONDS)
+            except UpstreamRefused as error:
+                observe_upstream(key, endpoint, "refused", time.perf_counter() - began)
+                where = "" if error.host == urlsplit(url).hostname else f"redirected from {key}: "
+                raise SourceError(f"{where}{error}", permanent=True) from error
             except requests.RequestException as error:
                 observe_upstream(key, endpoint, "error", time.perf_counter() - began)
                 raise SourceError(f"{type(error).__name__}: {error}") from error
@@ -262,12 +282,19 @@ class Upstream:
     def _decode(response, decode):
         status = response.status_code
         if status >= 400:
+            # The body stays out of the error (runs, status and logs are readable by read-only
+            # keys, and an upstream could be made to echo anything): the status, its reason and
+            # a numeric error code (Binance's `code`) only; the body goes to the debug log.
+            log.debug("upstream_error_body", url=mask_url(response.url), status=status,
+                      body=response.content[:500].decode("utf-8", "replace"))
             try:
-                body = orjson.loads(response.content)
-                message = f"{body.get('msg', body)} (code {body.get('code')})"
+                code = orjson.loads(response.content).get("code")
             except (orjson.JSONDecodeError, AttributeError):
-                message = response.text[:200]
-            raise SourceError(f"HTTP {status}: {message}", permanent=True, status=status)
+                code = None
+            code = code if isinstance(code, int) and not isinstance(code, bool) else None
+            detail = "" if code is None else f" (upstream code {code})"
+            raise SourceError(f"HTTP {status} {_reason(status)}{detail}", permanent=True, status=status,
+                              code=code)
         try:
             return decode(response)
         except (orjson.JSONDecodeError, MalformedResponse, ValueError, TypeError, KeyError,

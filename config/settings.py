@@ -171,6 +171,10 @@ ENABLE_RATE_LIMITING = env.bool("ENABLE_RATE_LIMITING", default=True)
 # per IP; we keep headroom for anything else that uses the same address).
 EXCHANGE_WEIGHT_BUDGET = env_positive("EXCHANGE_WEIGHT_BUDGET", 4800)
 EXCHANGE_WEIGHT_WINDOW_SECONDS = env_positive("EXCHANGE_WEIGHT_WINDOW_SECONDS", 60)
+# Hosts collectors may call (collectors.outbound): empty = any host whose addresses are all
+# public; else only these (`api.binance.com`, `*.example.com`), on any address, plus `*` = any
+# other host on public addresses. `make run` and the tests list the local emulator: 127.0.0.1,*
+UPSTREAM_ALLOWED_HOSTS = env.list("UPSTREAM_ALLOWED_HOSTS", default=[])
 HTTP_TIMEOUT_SECONDS = env_positive("HTTP_TIMEOUT_SECONDS", 15.0, cast=float)
 # Longest Retry-After we sleep through inside one request; longer ones fail the page.
 HTTP_MAX_RETRY_AFTER_SECONDS = env_positive("HTTP_MAX_RETRY_AFTER_SECONDS", 120.0, cast=float)

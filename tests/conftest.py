@@ -10,6 +10,8 @@ def _fast_settings(settings):
     """Tests must not wait minutes: tiny backoffs and leases, a roomy weight budget."""
     settings.EXCHANGE_WEIGHT_BUDGET = 100_000
     settings.RUN_LEASE_SECONDS = 3
+    # The emulator listens on 127.0.0.1, which the outbound policy refuses unless listed.
+    settings.UPSTREAM_ALLOWED_HOSTS = ["127.0.0.1", "*"]
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ def database_url() -> str:
 
 def child_env(**extra) -> dict:
     env = {**os.environ, "DATABASE_URL": database_url(), "LOG_FORMAT": "json", "LOG_LEVEL": "info",
-           "RUN_LEASE_SECONDS": "3", "Q_WORKERS": "2", **{k: str(v) for k, v in extra.items()}}
+           "RUN_LEASE_SECONDS": "3", "Q_WORKERS": "2",
+           "UPSTREAM_ALLOWED_HOSTS": "127.0.0.1,*", **{k: str(v) for k, v in extra.items()}}
     env.pop("REDIS_URL", None)
     return env
 

@@ -38,8 +38,10 @@ class SourceError(Exception):
     """An upstream failure. Permanent ones (a bad symbol) are not retried."""
 
     def __init__(self, message: str, *, permanent: bool = False, status: int | None = None,
-                 retry_after: float | None = None, malformed: bool = False, upstream_down: bool = False):
+                 retry_after: float | None = None, malformed: bool = False, upstream_down: bool = False,
+                 code: int | None = None):
         super().__init__(message)
+        self.code = code  # the upstream's numeric error code of a 4xx (Binance's `code`), if any
         self.permanent = permanent
         self.upstream_down = upstream_down  # the breaker says so (refused, or failing again after its wait)
         self.malformed = malformed  # a 200 whose body is not what was promised
@@ -74,7 +76,8 @@ def unknown_keys(config: dict, allowed: set[str]) -> dict[str, str]:
 
 
 def url_error(url) -> str | None:
-    """Why `url` cannot be an upstream's http(s) address, or None."""
+    """Why `url` cannot be an upstream's http(s) address, or None: its syntax, and whether the
+    outbound policy lets collectors call its host (collectors.outbound, UPSTREAM_ALLOWED_HOSTS)."""
     if not isinstance(url, str) or len(url) > 2000 or any(c.isspace() or c == "\x00" for c in url):
         return "not an http(s) URL"
     try:
@@ -84,7 +87,9 @@ def url_error(url) -> str | None:
         return str(error)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "not an http(s) URL with a host"
-    return None
+    from collectors.outbound import url_refused
+
+    return url_refused(url)
 
 
 def kind_choices() -> list[tuple[str, str]]:

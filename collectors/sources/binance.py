@@ -18,6 +18,10 @@ INTERVALS = {
 PAGE_LIMIT = 1000
 KLINES_WEIGHT = 2
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
+# Our words for the exchange's error codes an operator meets (its own message is not shown:
+# see collectors.http, upstream bodies stay out of errors).
+ERROR_CODES = {-1003: "too many requests", -1100: "illegal characters in a parameter",
+               -1120: "invalid interval", -1121: "invalid symbol"}
 CONFIG_KEYS = {"base_url", "interval", "top_n", "quote_asset", "validate"}
 
 
@@ -48,6 +52,30 @@ def parse_klines(data) -> list:
     return data
 
 
+def _exchange_info(data) -> dict:
+    """exchangeInfo with only well-formed symbols (a string matching SYMBOL_RE)."""
+    if not isinstance(data, dict) or not isinstance(data.get("symbols"), list):
+        raise MalformedResponse("exchangeInfo without a symbols list")
+    data["symbols"] = [s for s in data["symbols"] if isinstance(s, dict)
+                       and isinstance(s.get("symbol"), str) and SYMBOL_RE.fullmatch(s["symbol"])]
+    return data
+
+
+def _tickers(data) -> list[dict]:
+    """24h tickers with a well-formed symbol and a decimal quoteVolume (made a Decimal)."""
+    if not isinstance(data, list):
+        raise MalformedResponse("24hr tickers are not a list")
+    tickers = []
+    for ticker in data:
+        try:
+            volume = Decimal(ticker["quoteVolume"])
+        except (TypeError, ValueError, KeyError, ArithmeticError):
+            continue
+        if isinstance(ticker.get("symbol"), str) and SYMBOL_RE.fullmatch(ticker["symbol"]) and volume.is_finite():
+            tickers.append({"symbol": ticker["symbol"], "quoteVolume": volume})
+    return tickers
+
+
 class BinanceKlines:
     """Candles from GET /api/v3/klines, paged 1000 at a time."""
 
@@ -68,12 +96,16 @@ class BinanceKlines:
         errors = unknown_keys(config, CONFIG_KEYS)
         config = {"base_url": "https://api.binance.com", "interval": _default_interval(), **config}
         base_url = config["base_url"]
-        if url_error(base_url):
-            errors["base_url"] = "Must be an http(s) URL such as https://api.binance.com."
+        if why := url_error(base_url):
+            errors["base_url"] = f"Must be an http(s) URL such as https://api.binance.com ({why})."
+        elif any(mark in base_url for mark in "?#@"):
+            # The endpoint paths are appended to it: a query or fragment would swallow them,
+            # and credentials do not belong in a URL that is shown and logged.
+            errors["base_url"] = "Must be scheme://host[:port][/path], without ?query, #fragment or user@."
         if not isinstance(config["interval"], str) or config["interval"] not in INTERVALS:
             errors["interval"] = f"Unsupported interval; use one of {', '.join(INTERVALS)}."
         symbols = [s.strip().upper() for s in symbols]
-        bad = [s for s in symbols if not SYMBOL_RE.match(s)]
+        bad = [s for s in symbols if not SYMBOL_RE.fullmatch(s)]
         if bad:
             errors["symbols"] = f"Not a symbol: {bad[0]!r}."
         elif len(set(symbols)) != len(symbols):
@@ -89,7 +121,7 @@ class BinanceKlines:
         if not isinstance(config.get("validate", True), bool):
             errors["validate"] = "Must be true or false (apply the quality rules on ingest)."
         quote = config.get("quote_asset", "USDT")
-        if not isinstance(quote, str) or not SYMBOL_RE.match(quote):
+        if not isinstance(quote, str) or not SYMBOL_RE.fullmatch(quote):
             errors["quote_asset"] = "Must be an asset code such as USDT."
         if top_n is not None:
             config["quote_asset"] = quote
@@ -98,20 +130,30 @@ class BinanceKlines:
         config["base_url"] = base_url.rstrip("/")
         return config, symbols
 
+    def _get(self, path: str, params: dict | None = None, **kwargs):
+        try:
+            return self.http.get_json(path, params, **kwargs)
+        except SourceError as error:
+            if error.code in ERROR_CODES:
+                raise SourceError(f"{error}: {ERROR_CODES[error.code]}", permanent=error.permanent,
+                                  status=error.status, code=error.code) from error
+            raise
+
     def list_symbols(self) -> list[str]:
-        """The top_n symbols of quote_asset by 24h quote volume (currently trading only)."""
-        info = self.http.get_json("/api/v3/exchangeInfo", weight=20)
+        """The top_n symbols of quote_asset by 24h quote volume (currently trading only). What
+        the exchange lists is checked like symbols an operator types: anything else is left out."""
+        info = self._get("/api/v3/exchangeInfo", weight=20, parse=_exchange_info)
         quote = self.config["quote_asset"]
         trading = {s["symbol"] for s in info["symbols"]
                    if s.get("quoteAsset") == quote and s.get("status") == "TRADING"}
-        tickers = self.http.get_json("/api/v3/ticker/24hr", weight=80)
+        tickers = self._get("/api/v3/ticker/24hr", weight=80, parse=_tickers)
         ranked = sorted((t for t in tickers if t["symbol"] in trading),
-                        key=lambda t: Decimal(t["quoteVolume"]), reverse=True)
+                        key=lambda t: t["quoteVolume"], reverse=True)
         return [t["symbol"] for t in ranked[: self.config["top_n"]]]
 
     def first_time(self, symbol: str, start: datetime, end: datetime) -> datetime | None:
         """Open time of the first kline in [start, end), or None: where a symbol's data begins."""
-        data = self.http.get_json(
+        data = self._get(
             "/api/v3/klines", {"symbol": symbol, "interval": self.interval, "startTime": _ms(start),
                                "endTime": _ms(end) - 1, "limit": 1},
             weight=KLINES_WEIGHT, parse=parse_klines)
@@ -127,7 +169,7 @@ class BinanceKlines:
         step = self.step_ms
         while cursor < end_ms:
             try:
-                data = self.http.get_json(
+                data = self._get(
                     "/api/v3/klines",
                     {"symbol": symbol, "interval": self.interval, "startTime": cursor,
                      "endTime": end_ms - 1, "limit": PAGE_LIMIT},

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import feedparser
 
 from collectors.http import Document, MalformedResponse, Upstream
+from collectors.outbound import mask_url
 from collectors.sources import ConfigError, Page, SourceError, unknown_keys, url_error
 
 CONFIG_KEYS = {"feeds"}
@@ -162,8 +163,11 @@ class RssNews:
         parsed = document.parsed
         if not parsed.get("version") and not parsed.entries:
             reason = parsed.get("bozo_exception") or "no RSS or Atom root element"
-            return [], [({"url": document.url, "error": str(reason)[:500],
-                          "excerpt": document.content[:2000].decode("utf-8", "replace")}, "malformed_feed")]
+            # What the document is, not what it says: a URL that answers with something else
+            # than a feed (an internal page, an error) must not be readable through quarantine.
+            return [], [({"url": mask_url(document.url), "error": str(reason)[:500],
+                          "content_type": document.content_type[:100], "bytes": len(document.content)},
+                         "malformed_feed")]
         rows, invalid = [], []
         for entry in parsed.entries:
             link = entry.get("link", "")

@@ -6,6 +6,9 @@ BIN=.venv/bin
 WEB_PORT=${WEB_PORT:-8000}
 EMULATOR_PORT=${EMULATOR_PORT:-9100}
 export DEBUG=${DEBUG:-true} LOG_FORMAT=${LOG_FORMAT:-console}
+# The emulator is on 127.0.0.1, which collectors may not call unless it is listed; `*` keeps
+# any public host allowed (collectors.outbound, SECURITY.md).
+export UPSTREAM_ALLOWED_HOSTS=${UPSTREAM_ALLOWED_HOSTS:-127.0.0.1,*}
 mkdir -p .demo
 # One directory for the web server's and the workers' in-process metrics, empty at each start.
 export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PWD/.demo/prometheus}

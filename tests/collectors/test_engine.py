@@ -135,7 +135,7 @@ def test_a_bad_symbol_fails_alone_and_the_run_ends_partial(emulator):
     assert items["BTCUSDT"].status == RunSymbol.COMPLETE
     bad = items["NOSUCHCOIN"]
     assert bad.status == RunSymbol.FAILED and bad.requests == 1 and bad.retries == 0
-    assert "Invalid symbol" in bad.error and bad.missing_ranges == [
+    assert "invalid symbol" in bad.error and bad.missing_ranges == [
         {"start": "2025-01-01T00:00:00Z", "end": "2025-01-03T00:00:00Z"}]
 
 

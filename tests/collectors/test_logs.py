@@ -27,7 +27,7 @@ def test_a_runs_lines_become_events_that_the_api_filters(api, emulator):
     assert ("symbol_finished", "BTCUSDT", "info") in events and ("fetch_failed", "NOSUCHUSDT", "warning") in events
     body = api.get(f"/api/admin/logs/?run_id={run.pk}&level=warning").json()
     assert [(e["event"], e["symbol"]) for e in body] == [("fetch_failed", "NOSUCHUSDT")]
-    assert "Invalid symbol" in body[0]["fields"]["error"] and body[0]["collector"] == "ev"
+    assert "invalid symbol" in body[0]["fields"]["error"] and body[0]["collector"] == "ev"
     assert len(api.get("/api/admin/logs/?limit=2").json()) == 2
     later = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
     assert api.get(f"/api/admin/logs/?since={later}").json() == []

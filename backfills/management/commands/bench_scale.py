@@ -22,7 +22,7 @@ from django.test import override_settings
 
 from backfills import services
 from backfills.models import BackfillJob, EmptyRange
-from collectors.bench import free_port, tree_rss, wait_for_emulator
+from collectors.bench import allow_local_emulator, free_port, tree_rss, wait_for_emulator
 from collectors.emulator import DEFAULT_SYMBOLS
 from collectors.models import Candle, Collector
 
@@ -46,6 +46,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=240.0, help="Seconds a run may take.")
 
     def handle(self, *args, symbols, days, workers, latency_ms, redis_url, timeout, **options):
+        allow_local_emulator()
         if settings.REDIS_URL != redis_url:
             _reexec_with(redis_url)
         _flush(redis_url)

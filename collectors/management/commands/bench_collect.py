@@ -15,7 +15,7 @@ from django.db import connection
 
 from backfills.models import EmptyRange
 from collectors import services
-from collectors.bench import free_port, tree_rss, wait_for_emulator
+from collectors.bench import allow_local_emulator, free_port, tree_rss, wait_for_emulator
 from collectors.emulator import DEFAULT_SYMBOLS
 from collectors.models import Candle, CollectionRun, Collector
 
@@ -29,6 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=settings.Q_WORKERS)
 
     def handle(self, *args, symbols, days, workers, **options):
+        allow_local_emulator()
         names = [s for s in DEFAULT_SYMBOLS if s.endswith("USDT") and s != "NEWCOINUSDT"][:symbols]
         start = datetime(2025, 1, 1, tzinfo=timezone.utc)
         end = start + timedelta(days=days) - timedelta(seconds=1)

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import connection
 
 from collectors import services
+from collectors.bench import allow_local_emulator
 from collectors.emulator import ExchangeEmulator
 from collectors.models import Article, Collector
 from quality.models import QuarantinedRow
@@ -23,6 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--items", type=int, default=500, help="Entries per feed (the emulator's window).")
 
     def handle(self, *args, feeds, items, **options):
+        allow_local_emulator()
         emulator = ExchangeEmulator(now_ms=1_763_640_000_000, feed_items=items).start()
         try:
             urls = [f"{emulator.url}/feeds/{'markets.rss' if i % 2 else 'research.atom'}?edition={i}"
