@@ -3,11 +3,15 @@
 import re
 from urllib.parse import parse_qsl, unquote_plus, urlencode
 
+import structlog
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from collectors.models import ApiKey
+from config.security import ApiKeyLockout, client_address
+
+log = structlog.get_logger(__name__)
 
 QUERY_PARAM = "api_key"
 
@@ -48,15 +52,24 @@ def key_from_request(request) -> str | None:
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """Failures are 401 (not DRF's default 403) because this class names a challenge."""
+    """Failures are 401 (not DRF's default 403) because this class names a challenge. An address
+    that sent too many wrong keys gets 429 for any key until its lockout ends (ApiKeyLockout)."""
 
     def authenticate(self, request):
         key = key_from_request(request)
         if key is None:
             return None
+        address = client_address(request)
+        wait = ApiKeyLockout.retry_after(address)
+        if wait:  # before the key is looked at: a right guess must not be told apart
+            raise exceptions.Throttled(wait=wait, detail=(
+                f"Too many wrong API keys from {address}; try again in {wait} seconds."))
         try:
             api_key = ApiKey.objects.get_from_key(key)
         except ApiKey.DoesNotExist:
+            if ApiKeyLockout.record_failure(address):
+                log.warning("api_key_lockout", address=address, limit=settings.API_KEY_FAILURE_LIMIT,
+                            minutes=settings.API_KEY_COOLOFF_MINUTES)
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("This API key has expired.")

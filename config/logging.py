@@ -101,5 +101,6 @@ def configure_logging(*, level: str, fmt: str, service: str) -> dict:
         "loggers": {
             "django.server": {"level": max(numeric, logging.WARNING)},
             "django_structlog": {"level": max(numeric, logging.INFO)},
+            "axes.apps": {"level": max(numeric, logging.WARNING)},  # its banner at every command
         },
     }
