@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
+# Everything here (demo, tests, benchmarks, migrate) runs on this machine, never in production.
+# With DEBUG off the settings refuse the public demo SECRET_KEY, so these targets get a local
+# one (an explicit SECRET_KEY in the environment wins). deploy/dev/run.sh also sets DEBUG=true.
+export SECRET_KEY ?= make-targets-local-only-not-a-secret-4f1d9c2b7a6e5d3c8b0a9f7e6d5c4b3a
 
 
 .PHONY: install install-mysql run test test-mysql bench bench-mysql bench-news bench-news-mysql bench-scale bench-scale-mysql migrate clean

@@ -68,9 +68,10 @@ class BackfillJobAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress_column(self, obj):
         progress = obj.progress()
-        return format_html("{} <small>{}/{} chunks, {:,} records</small>",
+        # format_html escapes every argument to a string first: format the number before.
+        return format_html("{} <small>{}/{} chunks, {} records</small>",
                            progress_bar(progress["percent"], obj.status), progress["chunks_done"],
-                           progress["chunks_total"], progress["records"])
+                           progress["chunks_total"], f"{progress['records']:,}")
 
     @admin.display(description="range")
     def range(self, obj):

@@ -1,13 +1,18 @@
 """API authentication: X-API-Key, Authorization: Bearer, ?api_key=, or a staff session."""
 
 import re
-from urllib.parse import parse_qsl, unquote_plus, urlencode
+from urllib.parse import unquote_plus
 
+import structlog
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from collectors.models import ApiKey
+from config.logging import SECRET_NAME
+from config.security import ApiKeyLockout, client_address
+
+log = structlog.get_logger(__name__)
 
 QUERY_PARAM = "api_key"
 
@@ -48,15 +53,24 @@ def key_from_request(request) -> str | None:
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """Failures are 401 (not DRF's default 403) because this class names a challenge."""
+    """Failures are 401 (not DRF's default 403) because this class names a challenge. An address
+    that sent too many wrong keys gets 429 for any key until its lockout ends (ApiKeyLockout)."""
 
     def authenticate(self, request):
         key = key_from_request(request)
         if key is None:
             return None
+        address = client_address(request)
+        wait = ApiKeyLockout.retry_after(address)
+        if wait:  # before the key is looked at: a right guess must not be told apart
+            raise exceptions.Throttled(wait=wait, detail=(
+                f"Too many wrong API keys from {address}; try again in {wait} seconds."))
         try:
             api_key = ApiKey.objects.get_from_key(key)
         except ApiKey.DoesNotExist:
+            if ApiKeyLockout.record_failure(address):
+                log.warning("api_key_lockout", address=address, limit=settings.API_KEY_FAILURE_LIMIT,
+                            minutes=settings.API_KEY_COOLOFF_MINUTES)
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("This API key has expired.")
@@ -109,10 +123,12 @@ class ApiKeyQueryMiddleware:
     any other secret-looking parameter (apikey, API_KEY, token, secret, password...) are taken
     out of the query string, so no log line (ours, django-structlog's, gunicorn's access log,
     which reads RAW_URI from the same environ afterwards), no error page and no pagination link
-    ever holds them. With API_KEY_QUERY_PARAM_ENABLED off the key is dropped and the request is
-    refused by the authentication class."""
+    ever holds them. `;` counts as a separator too (`?x=1;api_key=KEY`, `&amp;api_key=`): Django
+    reads that as part of x's value, but a log or another server may not. With
+    API_KEY_QUERY_PARAM_ENABLED off the key is dropped and the request is refused by the
+    authentication class. Runserver's own access line is redacted in config.logging."""
 
-    SECRET = re.compile(r"(?i)(api[_-]?key|token|secret|passw(or)?d)")
+    SECRET = SECRET_NAME
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -121,18 +137,28 @@ class ApiKeyQueryMiddleware:
         meta = request.META
         query = meta.get("QUERY_STRING", "")
         if query and self.SECRET.search(unquote_plus(query)):
-            pairs = parse_qsl(query, keep_blank_values=True)
-            kept = [(k, v) for k, v in pairs if not self.SECRET.search(k)]
-            keys = [v for k, v in pairs if k == QUERY_PARAM]
+            kept_fields, keys, dropped = [], [], False
+            for field in query.split("&"):
+                # The first piece is the parameter Django sees; pieces after a ';' are its value's tail.
+                pieces = field.split(";")
+                name, _, value = pieces[0].partition("=")
+                if self.SECRET.search(unquote_plus(name)):
+                    dropped = True
+                    if unquote_plus(name) == QUERY_PARAM:
+                        keys.append(unquote_plus(value))
+                    continue
+                kept = [p for p in pieces if not self.SECRET.search(unquote_plus(p.partition("=")[0]))]
+                dropped |= len(kept) != len(pieces)
+                kept_fields.append(";".join(kept))
             if keys:
                 if settings.API_KEY_QUERY_PARAM_ENABLED and not meta.get(settings.API_KEY_CUSTOM_HEADER):
                     meta[settings.API_KEY_CUSTOM_HEADER] = keys[0]
                 meta[QUERY_KEY_SEEN] = True
-            if len(kept) != len(pairs):
-                meta["QUERY_STRING"] = urlencode(kept)
+            if dropped:
+                meta["QUERY_STRING"] = "&".join(kept_fields)
                 if "RAW_URI" in meta:
                     path = meta["RAW_URI"].partition("?")[0]
-                    meta["RAW_URI"] = f"{path}?{meta['QUERY_STRING']}" if kept else path
+                    meta["RAW_URI"] = f"{path}?{meta['QUERY_STRING']}" if meta["QUERY_STRING"] else path
                 request.__dict__.pop("GET", None)  # parse the rewritten query if it was read
         return self.get_response(request)
 

@@ -1,7 +1,9 @@
 """structlog set-up: JSON lines in production, readable console output in development."""
 
 import logging
+import re
 import threading
+from urllib.parse import unquote_plus
 
 import structlog
 
@@ -15,6 +17,36 @@ def _add_service(service):
         event_dict.setdefault("service", service)
         return event_dict
     return processor
+
+
+# Names of query parameters that hold secrets (api_key, apikey, API-KEY, token, secret, password...).
+SECRET_NAME = re.compile(r"(?i)(api[_-]?key|token|secret|passw(or)?d)")
+# A query parameter in a logged request line: `?`, `&` or `;`, a name, `=`, a value.
+_QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;?#\s\"]+)=(?P<value>[^&;#\s\"]*)")
+
+
+def redact_query(text: str) -> str:
+    """`GET /x?a=1;api_key=KEY HTTP/1.1` -> `GET /x?a=1;api_key=[redacted] HTTP/1.1`."""
+    def replace(match):
+        if SECRET_NAME.search(unquote_plus(match["name"])):
+            return f"{match['lead']}{match['name']}=[redacted]"
+        return match.group(0)
+
+    return _QUERY_PARAM.sub(replace, text) if "=" in text else text
+
+
+class RedactQuerySecrets(logging.Filter):
+    """On the `django.server` logger: runserver logs the raw request line ("GET /...?api_key=KEY")
+    before any middleware can take the key out, so its secret-looking parameters are redacted
+    here. (gunicorn's access log reads RAW_URI, which collectors.auth.ApiKeyQueryMiddleware
+    rewrites.)"""
+
+    def filter(self, record):
+        message = record.getMessage()
+        redacted = redact_query(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
 
 
 _STANDARD = {"event", "level", "logger", "timestamp", "service", "run_id", "backfill_id", "request_id",
@@ -96,10 +128,12 @@ def configure_logging(*, level: str, fmt: str, service: str) -> dict:
                 "foreign_pre_chain": shared,
             }
         },
+        "filters": {"redact_query_secrets": {"()": RedactQuerySecrets}},
         "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["default"], "level": numeric},
         "loggers": {
-            "django.server": {"level": max(numeric, logging.WARNING)},
+            "django.server": {"level": max(numeric, logging.WARNING), "filters": ["redact_query_secrets"]},
             "django_structlog": {"level": max(numeric, logging.INFO)},
+            "axes.apps": {"level": max(numeric, logging.WARNING)},  # its banner at every command
         },
     }

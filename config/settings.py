@@ -20,14 +20,56 @@ def env_positive(name, default, cast=int):
 
 
 DEBUG = env.bool("DEBUG", default=False)
-# The default only suits the demo and tests; `manage.py check --deploy` flags it.
-SECRET_KEY = env("SECRET_KEY", default="django-insecure-demo-key-set-SECRET_KEY-in-production")
+# The demo key is public: it is accepted only with DEBUG on (the demo, development).
+DEMO_SECRET_KEY = "django-insecure-demo-key-set-SECRET_KEY-in-production"
+SECRET_KEY = env("SECRET_KEY", default="") or DEMO_SECRET_KEY
+if SECRET_KEY == DEMO_SECRET_KEY and not DEBUG:
+    raise environ.ImproperlyConfigured(
+        "SECRET_KEY is not set, and DEBUG is off (production): set SECRET_KEY to a long random "
+        "value kept secret, e.g. the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`. "
+        "For the demo or development set DEBUG=true instead (see SECURITY.md).")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS, proxies, client addresses (SECURITY.md has the production environment) ---------
+# Off by default (the demo and the tests speak plain HTTP); `check --deploy` names each one.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Kubernetes probes and Prometheus reach the pod directly over plain HTTP: never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$", r"^health/checks/$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+
+
+def env_proxy_ssl_header(name):
+    """`X-Forwarded-Proto,https` (or Django's `HTTP_X_FORWARDED_PROTO,https`) -> Django's tuple."""
+    text = env(name, default="").strip()
+    if not text:
+        return None
+    header, _, value = (part.strip() for part in text.partition(","))
+    if not header or not value:
+        raise environ.ImproperlyConfigured(f"{name} must be like X-Forwarded-Proto,https, got {text!r}")
+    header = header.upper().replace("-", "_")
+    return (header if header.startswith("HTTP_") else f"HTTP_{header}", value)
+
+
+# Trust the proxy's word that the request came over HTTPS. Only behind a proxy that sets this
+# header itself (and drops one sent by the client): otherwise any client can claim HTTPS.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+# Proxies in front of the web server that each append the address they saw to X-Forwarded-For.
+# 0: the client address is the TCP peer (REMOTE_ADDR) and X-Forwarded-For is ignored (a client
+# could write anything there). It decides whose failures the login and API-key lockouts count.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise environ.ImproperlyConfigured(f"TRUSTED_PROXY_COUNT must be >= 0, got {TRUSTED_PROXY_COUNT}")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
+    "axes",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
@@ -38,6 +80,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "django_q",
     "django_prometheus",
     "django_structlog",
@@ -58,8 +101,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_structlog.middlewares.RequestMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into its 429 page
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out address before the password check
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -238,6 +287,23 @@ API_KEY_CUSTOM_HEADER = "HTTP_X_API_KEY"
 # Requests per minute per API key (or staff user) on /api/admin/; 0 = unlimited. Counted in the
 # cache (the database or Redis), so all web processes share the count.
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
+# Brute force: this many wrong API keys from one client address (config.security.client_address)
+# within API_KEY_COOLOFF_MINUTES lock the address out for API_KEY_COOLOFF_MINUTES (429 with
+# Retry-After for every key, right or wrong). 0 = no lockout. Counted in the cache.
+API_KEY_FAILURE_LIMIT = env.int("API_KEY_FAILURE_LIMIT", default=20)
+API_KEY_COOLOFF_MINUTES = env_positive("API_KEY_COOLOFF_MINUTES", 15, cast=float)
+
+# Admin logins (django-axes): AXES_FAILURE_LIMIT failed logins from one client address lock that
+# address (only the address: a guesser cannot lock a named user out) out of the login form for
+# AXES_COOLOFF_MINUTES; failures older than that no longer count. Attempts are in the admin.
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env_positive("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = __import__("datetime").timedelta(minutes=env_positive("AXES_COOLOFF_MINUTES", 15, cast=float))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_CLIENT_IP_CALLABLE = "config.security.client_address"  # TRUSTED_PROXY_COUNT decides
+AXES_RESET_ON_SUCCESS = True
+AXES_USE_ATTEMPT_EXPIRATION = True
+AXES_HTTP_RESPONSE_CODE = 429
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -254,6 +320,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.negotiation.ContentNegotiation",
     "DEFAULT_THROTTLE_CLASSES": ["collectors.auth.PerKeyRateThrottle"],
+    # DRF reads X-Forwarded-For whole when this is None (spoofable): 0 means REMOTE_ADDR.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -269,8 +337,30 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"BackfillStatusEnum": "backfills.models.BackfillJob.STATUSES"},
 }
 
+# --- Content Security Policy (django-csp) ----------------------------------------------
+# Every page may load only what this server serves: no inline script or style, no other origin,
+# no framing. The admin templates, the coverage map and the API docs keep their scripts and
+# styles in static files (static/) for this; tests/test_csp*.py check every page in a browser.
+from csp.constants import NONE, SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],  # /api/redoc/ adds a nonce and two hashes (config.views.OfflineRedocView)
+        "img-src": [SELF, "data:"],  # Swagger UI's and the admin's icons are data: URIs
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
 # --- Static, i18n, time ---------------------------------------------------------------
 STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]  # the project's own (admin scripts and styles, docs)
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -10,6 +10,7 @@ from django.shortcuts import redirect
 from django.template import engines
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
+from csp.constants import NONCE, SELF
 from drf_spectacular.views import SpectacularRedocView
 from rest_framework import serializers
 from rest_framework.decorators import api_view
@@ -143,20 +144,42 @@ def server_error(request):
 
 class OfflineRedocView(SpectacularRedocView):
     """ReDoc from the installed sidecar package, without the stock template's Google Fonts
-    links: the docs must work with no internet access (ReDoc falls back to system fonts)."""
+    links (the docs must work with no internet access; ReDoc falls back to system fonts), its
+    inline <style> and its inline init script (the Content-Security-Policy allows neither): both
+    are static files. ReDoc's own <style> elements (styled-components) carry the response's CSP
+    nonce, the one thing on any page that the policy allows inline."""
 
-    template = '''{% extends "drf_spectacular/redoc.html" %}{% block head %}
+    template = '''{% extends "drf_spectacular/redoc.html" %}{% load static %}{% block head %}
     <title>{{ title|default:"Redoc" }}</title>
     <meta charset="utf-8">
     <meta name="viewport" content="width=device-width, initial-scale=1">
-    <style>body { margin: 0; padding: 0; }</style>
-    {% endblock head %}'''
+    <link rel="stylesheet" href="{% static "docs/redoc.css" %}">
+    {% endblock head %}{% block body %}
+    <div id="redoc-container" data-spec-url="{{ schema_url }}" data-nonce="{{ request.csp_nonce }}"></div>
+    <script src="{{ redoc_standalone }}"></script>
+    <script src="{% static "docs/redoc_init.js" %}"></script>
+    {% endblock body %}'''
+
+    # What ReDoc needs beyond the site-wide policy, on this page only: its styled-components
+    # <style> elements get the nonce; the bundle's perfect-scrollbar stylesheet (inserted when the
+    # script loads, before a nonce can be handed over) and an empty <style> are allowed by hash
+    # (of redoc.standalone.js as drf-spectacular-sidecar ships it; tests/test_csp_browser.py
+    # notices a new bundle); the search index runs in a worker made from a blob: URL (only the
+    # page's own script can make one). ReDoc's footer asks cdn.redoc.ly for a logo: blocked, and
+    # the image hides itself.
+    CSP_UPDATE = {
+        "style-src": [NONCE, "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc='",
+                      "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"],
+        "worker-src": [SELF, "blob:"],
+    }
 
     @extend_schema(exclude=True)
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
         html = engines["django"].from_string(self.template).render(response.data, request)
-        return HttpResponse(html)
+        response = HttpResponse(html)
+        response._csp_update = self.CSP_UPDATE  # django-csp's csp_update, for a class-based view
+        return response
 
 
 def metrics(request):

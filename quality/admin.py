@@ -18,7 +18,7 @@ from collectors import services as collect
 from collectors.admin import ReadOnlyAdmin, stored_rows_link
 from collectors.models import Collector
 from quality import services
-from quality.charts import CLICK_SCRIPT, coverage_svg, legend_html, trend_svg
+from quality.charts import coverage_svg, legend_html, trend_svg
 from quality.models import DriftAudit, QualitySnapshot, QuarantinedRow, Revision
 from quality.rules import RULES
 
@@ -150,7 +150,7 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
             request, collector, f"Coverage: {collector.slug}", days=days, last=last,
             earlier=last - timedelta(days=days), later=last + timedelta(days=days),
             map=mark_safe(coverage_svg(grid, day_url=day_url)), legend=mark_safe(legend_html()),
-            script=mark_safe(CLICK_SCRIPT), symbols=len(grid["rows"])))
+            symbols=len(grid["rows"])))
 
     def coverage_day_view(self, request, collector_id, symbol, day):
         """One cell: its gaps, no-data ranges and quarantined rows; POST starts a gap fill."""

@@ -3,7 +3,7 @@ trend of snapshots.
 
 The coverage map is a symbol x day grid; pure: takes what quality.services.coverage_grid returns. Runs of neighbouring days in the same
 state are one rectangle, so a mostly complete year of 100 symbols is a few thousand elements
-instead of 33,000; a click is turned into (symbol, day) by a few lines of inline script.
+instead of 33,000; a click is turned into (symbol, day) by static/quality/coverage.js.
 """
 
 import json
@@ -98,29 +98,19 @@ def coverage_svg(grid: dict, *, day_url: str) -> str:
 
 
 def legend_html() -> str:
-    items = [(fill if not fill.startswith("url") else "repeating-linear-gradient(45deg,#d6d6d6 0 2px,#9e9e9e 2px 4px)",
-              text) for fill, text in COLOURS.values()]
+    """Swatches as small SVGs (the Content-Security-Policy blocks style attributes)."""
+    hatch = ('<defs><pattern id="legend-no-data" width="4" height="4" patternUnits="userSpaceOnUse" '
+             'patternTransform="rotate(45)"><rect width="4" height="4" fill="#d6d6d6"/>'
+             '<line x1="0" y1="0" x2="0" y2="4" stroke="#9e9e9e" stroke-width="2"/></pattern></defs>')
+    items = [(fill, text) for fill, text in COLOURS.values()]
     items.append((QUARANTINE, "has quarantined rows (top bar)"))
-    return "".join(f'<span style="display:inline-block;margin-right:14px"><span style="display:inline-block;'
-                   f'width:12px;height:12px;background:{fill};vertical-align:middle;margin-right:4px"></span>'
-                   f'{escape(text)}</span>' for fill, text in items)
-
-
-# One listener for the whole map: x/y of a click -> (symbol, day) -> the day's page.
-CLICK_SCRIPT = """
-document.querySelectorAll("svg.coverage-map").forEach(function (svg) {
-  var d = svg.dataset, symbols = JSON.parse(d.symbols), first = new Date(d.firstDay + "T00:00:00Z");
-  svg.style.cursor = "pointer";
-  svg.addEventListener("click", function (event) {
-    var box = svg.getBoundingClientRect();
-    var col = Math.floor((event.clientX - box.left - d.left) / d.cellW);
-    var row = Math.floor((event.clientY - box.top - d.top) / d.rowH);
-    if (col < 0 || row < 0 || row >= symbols.length || col >= +d.days) return;
-    var day = new Date(first.getTime() + col * 86400000).toISOString().slice(0, 10);
-    window.location = d.dayUrl.replace("SYMBOL", symbols[row]).replace("0000-00-00", day);
-  });
-});
-"""
+    out = []
+    for fill, text in items:
+        defs = hatch if fill.startswith("url") else ""
+        fill = "url(#legend-no-data)" if defs else fill
+        out.append(f'<span class="legend-item"><svg width="12" height="12" aria-hidden="true">{defs}'
+                   f'<rect width="12" height="12" fill="{fill}"/></svg>{escape(text)}</span>')
+    return "".join(out)
 
 
 def trend_svg(points: list[tuple], *, width: int = 640, height: int = 120) -> str:
