@@ -194,6 +194,9 @@ BATCH_COMMIT_SIZE = env_positive("BATCH_COMMIT_SIZE", 1000)
 COLLECTION_INTERVAL = env("COLLECTION_INTERVAL", default="1h")
 # Candles per backfill chunk (rounded down to whole 1000-candle pages, at least one page).
 BACKFILL_BATCH_SIZE = env_positive("BACKFILL_BATCH_SIZE", 10_000)
+# The most chunks one backfill may have; a larger one is refused (400) before anything is built.
+# 100 symbols x 5 years of 1m candles is ~26,300 chunks at the default batch size.
+BACKFILL_MAX_CHUNKS = env_positive("BACKFILL_MAX_CHUNKS", 50_000)
 # Names this machine in claims (RunSymbol/BackfillChunk.claimed_by); default: the host name.
 WORKER_NAME = env("WORKER_NAME", default=__import__("socket").gethostname())
 RUN_RECOVERY_INTERVAL_MINUTES = env_positive("RUN_RECOVERY_INTERVAL_MINUTES", 1)
