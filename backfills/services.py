@@ -204,7 +204,11 @@ def _enqueue_job(job_id):
 
 
 def _enqueue_chunks(job_id, pks):
-    BackfillChunk.objects.filter(pk__in=pks).update(enqueued_at=timezone.now())
+    """Send a task for each chunk that has none in the queue (see WorkItem.mark_enqueued)."""
+    _send_chunks(job_id, BackfillChunk.mark_enqueued(pks))
+
+
+def _send_chunks(job_id, pks):
     for pk in pks:
         collect._enqueue_task("backfills.tasks.chunk_execute", pk, group=f"backfill-{job_id}")
 
@@ -340,7 +344,10 @@ def backfill_cancel(*, job: BackfillJob) -> BackfillJob:
 
 
 def backfill_retry_failed(*, job: BackfillJob) -> int:
-    """Run again only the failed, partial or cancelled chunks of a finished job."""
+    """Run again only the failed, partial or cancelled chunks of a finished job.
+
+    Only chunks without a task in the queue get a new one: a chunk cancelled before its task
+    ran still has that task, which claims it now that it is pending again (WorkItem.claim)."""
     retry = [BackfillChunk.FAILED, BackfillChunk.PARTIAL, BackfillChunk.CANCELLED]
     with transaction.atomic():
         if not job._transition([BackfillJob.COMPLETE, BackfillJob.PARTIAL, BackfillJob.FAILED,
@@ -348,9 +355,14 @@ def backfill_retry_failed(*, job: BackfillJob) -> int:
                                finished_at=None):
             raise BackfillNotActive(f"Backfill {job.pk} is {job.status}; wait until it has finished.")
         pks = list(job.chunks.filter(status__in=retry).values_list("pk", flat=True))
-        job.chunks.filter(pk__in=pks).update(status=BackfillChunk.PENDING, error="", missing_ranges=[])
-        transaction.on_commit(lambda: _enqueue_chunks(job.pk, pks))
+        for i in range(0, len(pks), 1000):
+            job.chunks.filter(pk__in=pks[i:i + 1000]).update(status=BackfillChunk.PENDING, error="",
+                                                              missing_ranges=[])
+        # Marked in this transaction: a chunk task that finds its chunk still cancelled clears
+        # the mark (no longer queued) before it, or finds the chunk pending after it and claims it.
+        send = BackfillChunk.mark_enqueued(pks)
+        transaction.on_commit(lambda: _send_chunks(job.pk, send))
     if not pks:
         backfill_finish_if_done(job_id=job.pk)
-    log.info("backfill_retry_failed", backfill_id=job.pk, chunks=len(pks))
+    log.info("backfill_retry_failed", backfill_id=job.pk, chunks=len(pks), enqueued=len(send))
     return len(pks)
