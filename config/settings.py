@@ -237,6 +237,10 @@ API_KEY_CUSTOM_HEADER = "HTTP_X_API_KEY"
 # Requests per minute per API key (or staff user) on /api/admin/; 0 = unlimited. Counted in the
 # cache (the database or Redis), so all web processes share the count.
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
+# Most candles one CSV export (GET /api/admin/candles/?format=csv) may stream; more is a 400
+# before the first byte. It must stream within the web server's worker timeout (gunicorn
+# --timeout 120 in deploy/): ~26,000 rows/s measured on SQLite, so 500,000 take ~20 s.
+EXPORT_MAX_ROWS = env_positive("EXPORT_MAX_ROWS", 500_000)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
