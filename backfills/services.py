@@ -42,6 +42,7 @@ def _window(collector, start, end, now):
 
 MISSING_RANGES_SHOWN = 100  # per symbol in an estimate; `missing_ranges_total` counts them all
 CREATE_BATCH = 1000  # chunks per INSERT when a job is recorded
+GAPS_RANGES_SHOWN = 1000  # per symbol and list in a gaps report; the *_ranges_total count them all
 
 
 class PlanTooLarge(collect.TriggerError):
@@ -155,7 +156,8 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
 
 
 def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now=None) -> dict:
-    """Missing ranges and ranges the exchange had no data for, per symbol, kept apart."""
+    """Missing ranges and ranges the exchange had no data for, per symbol, kept apart (the
+    first GAPS_RANGES_SHOWN of each; the totals and candle counts cover all)."""
     now = now or timezone.now()
     collect.series_required(collector=collector, what="gap reports")
     lo, hi = _window(collector, start, end, now)
@@ -164,9 +166,10 @@ def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now
     rows = []
     for symbol in symbols:
         missing, no_data = coverage(collector=collector, symbol=symbol, start=lo, end=hi)
-        rows.append({"symbol": symbol, "missing": collect._iso_ranges(missing),
-                     "missing_candles": slots(missing, collector.grain),
-                     "no_data": collect._iso_ranges(no_data), "no_data_candles": slots(no_data, collector.grain)})
+        rows.append({"symbol": symbol, "missing": collect._iso_ranges(missing[:GAPS_RANGES_SHOWN]),
+                     "missing_ranges_total": len(missing), "missing_candles": slots(missing, collector.grain),
+                     "no_data": collect._iso_ranges(no_data[:GAPS_RANGES_SHOWN]),
+                     "no_data_ranges_total": len(no_data), "no_data_candles": slots(no_data, collector.grain)})
     return {"collector": collector.slug, "start": lo.isoformat().replace("+00:00", "Z"),
             "end": hi.isoformat().replace("+00:00", "Z"), "symbols": rows}
 

@@ -119,3 +119,12 @@ def test_an_accepted_job_gets_every_planned_chunk_inserted_in_batches(settings, 
     eth = [c[1:] for c in chunks if c[0] == "ETHUSDT"]
     assert eth[0] == (utc(2024, 1, 1), utc(2024, 1, 11)) and eth[1][0] == utc(2024, 1, 21)
     assert all(end - start <= timedelta(hours=1000) for _, start, end in chunks)
+
+
+def test_the_gaps_report_lists_at_most_a_thousand_ranges_per_symbol_and_counts_them_all(api, monkeypatch):
+    monkeypatch.setattr(services, "GAPS_RANGES_SHOWN", 40)
+    collector = CollectorFactory(slug="gappy", symbols=["BTCUSDT"], beginning_date=date(2024, 1, 1))
+    store_hours(collector, "BTCUSDT", range(0, 300, 2))
+    (row,) = api.get("/api/admin/gaps/?collector=gappy&start=2024-01-01&end=2024-01-13").json()["symbols"]
+    assert len(row["missing"]) == 40 and row["missing_ranges_total"] == 150
+    assert row["missing_candles"] == 13 * 24 - 150 and row["no_data"] == [] and row["no_data_ranges_total"] == 0
