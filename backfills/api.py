@@ -171,7 +171,9 @@ class Gaps(ApiView, APIView):
     def get(self, request):
         """Per symbol, the ranges missing from the database ("missing": a gap fill or backfill
         will fetch them) apart from those the exchange answered empty ("no_data": not listed
-        yet, delisted, outages; not asked again). Default window: beginning date to yesterday."""
+        yet, delisted, outages; not asked again). Default window: beginning date to yesterday.
+        Each list holds at most the first 1,000 ranges; `missing_ranges_total` and
+        `no_data_ranges_total` count them all, `missing_candles` and `no_data_candles` the candles."""
         data = validated(GapsFilterSerializer, request.query_params)
         collector = data["collector"]
         symbols = collect.symbols_validate(collector=collector, symbols=[data["symbol"]]) \

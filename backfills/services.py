@@ -5,6 +5,7 @@ Chunks are fetched by the same engine as collection runs (`collectors.services.f
 
 import math
 from datetime import datetime, time as dtime, timezone as dt_timezone
+from itertools import islice
 
 import structlog
 from django.conf import settings
@@ -39,6 +40,15 @@ def _window(collector, start, end, now):
     return lo, min(hi, floor_time(now - collect.CLOSE_GRACE, step))
 
 
+MISSING_RANGES_SHOWN = 100  # per symbol in an estimate; `missing_ranges_total` counts them all
+CREATE_BATCH = 1000  # chunks per INSERT when a job is recorded
+GAPS_RANGES_SHOWN = 1000  # per symbol and list in a gaps report; the *_ranges_total count them all
+
+
+class PlanTooLarge(collect.TriggerError):
+    """A backfill of more chunks than BACKFILL_MAX_CHUNKS: narrow the range or the symbols."""
+
+
 def _split(ranges, span):
     for start, end in ranges:
         while start < end:
@@ -57,16 +67,57 @@ def _missing(collector, symbol, lo, hi, *, force):
     return coverage(collector=collector, symbol=symbol, start=lo, end=hi)[0]
 
 
+def _chunk_figures(records):
+    return records, max(1, math.ceil(records / PAGE))
+
+
+def _plan_totals(ranges, *, span, grain) -> tuple[int, int, int]:
+    """(chunks, records, requests) of `_plan_chunks` over `ranges`, by arithmetic: every chunk
+    but the last of a range spans `span` exactly, so none needs to be built to be counted."""
+    chunks = records = requests = 0
+    full_records, full_requests = _chunk_figures(slots([(datetime.min, datetime.min + span)], grain))
+    for start, end in ranges:
+        if start >= end:
+            continue
+        full, rest = divmod(end - start, span)
+        chunks += full
+        records += full * full_records
+        requests += full * full_requests
+        if rest:
+            last_records, last_requests = _chunk_figures(slots([(start, start + rest)], grain))
+            chunks += 1
+            records += last_records
+            requests += last_requests
+    return chunks, records, requests
+
+
 def _plan_chunks(collector, symbol, ranges):
     for start, end in _split(ranges, _chunk_span(collector)):
-        records = slots([(start, end)], collector.grain)
-        yield {"symbol": symbol, "start": start, "end": end, "records": records,
-               "requests": max(1, math.ceil(records / PAGE))}
+        records, requests = _chunk_figures(slots([(start, end)], collector.grain))
+        yield {"symbol": symbol, "start": start, "end": end, "records": records, "requests": requests}
+
+
+def _too_large(*, chunks, counted, symbols, symbol, symbol_chunks, candles) -> PlanTooLarge:
+    limit = settings.BACKFILL_MAX_CHUNKS
+    sizes = (f"at most {limit:,} chunks are allowed per backfill (BACKFILL_MAX_CHUNKS), one chunk "
+             f"being {candles:,} candles of one symbol (BACKFILL_BATCH_SIZE)")
+    if symbol_chunks > limit:  # one symbol alone is too much: only a shorter range helps
+        return PlanTooLarge("start_date", (
+            f"This backfill is too large: {symbol} alone needs {symbol_chunks:,} chunks, and {sizes}. "
+            f"Narrow the range (a later start_date or an earlier end_date) and backfill the rest "
+            f"as further jobs."))
+    return PlanTooLarge("symbols", (
+        f"This backfill is too large: the first {counted} of the {symbols} symbols already need "
+        f"{chunks:,} chunks, and {sizes}. Ask for fewer symbols per job (or narrow the range: "
+        f"start_date, end_date)."))
 
 
 def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=None, force=False,
                       now=None) -> dict:
-    """What a backfill would fetch, per symbol and in total; nothing is started or stored."""
+    """What a backfill would fetch, per symbol and in total; nothing is started or stored.
+
+    Raises PlanTooLarge (a TriggerError) beyond BACKFILL_MAX_CHUNKS chunks, as soon as the
+    symbols counted so far pass it; no chunk is built here (backfill_create builds them)."""
     now = now or timezone.now()
     collect.series_required(collector=collector, what="backfills")
     if start and end and end < start:
@@ -76,30 +127,37 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
     lo, hi = _window(collector, start, end, now)
     if symbols is None:
         symbols = collector.symbols or collect.source_for(collector).list_symbols()
-    per_symbol, chunks = [], []
-    probes = 0
-    for symbol in symbols:
+    span, grain = _chunk_span(collector), collector.grain
+    per_symbol, plan = [], []
+    chunks = records = requests = probes = 0
+    for number, symbol in enumerate(symbols, 1):
         ranges = _missing(collector, symbol, lo, hi, force=force)
-        planned = list(_plan_chunks(collector, symbol, ranges))
-        probe = int(not force and _needs_listing_probe(collector, symbol, len(planned)))
+        symbol_chunks, symbol_records, symbol_requests = _plan_totals(ranges, span=span, grain=grain)
+        chunks += symbol_chunks
+        if chunks > settings.BACKFILL_MAX_CHUNKS:
+            raise _too_large(chunks=chunks, counted=number, symbols=len(symbols), symbol=symbol,
+                             symbol_chunks=symbol_chunks, candles=span // grain)
+        probe = int(not force and _needs_listing_probe(collector, symbol, symbol_chunks))
         probes += probe
-        chunks += planned
-        per_symbol.append({"symbol": symbol, "missing_ranges": collect._iso_ranges(ranges),
-                           "records": sum(c["records"] for c in planned),
-                           "requests": sum(c["requests"] for c in planned) + probe})
-    records = sum(c["records"] for c in chunks)
+        records += symbol_records
+        requests += symbol_requests
+        plan.append((symbol, ranges))
+        per_symbol.append({"symbol": symbol, "missing_ranges": collect._iso_ranges(ranges[:MISSING_RANGES_SHOWN]),
+                           "missing_ranges_total": len(ranges), "chunks": symbol_chunks,
+                           "records": symbol_records, "requests": symbol_requests + probe})
     # An upper bound for never-collected symbols: chunks before their listing are skipped.
-    requests = sum(c["requests"] for c in chunks) + probes
+    requests += probes
     weight = requests * KLINES_WEIGHT
     seconds = weight / settings.EXCHANGE_WEIGHT_BUDGET * settings.EXCHANGE_WEIGHT_WINDOW_SECONDS
     return {"collector": collector.slug, "start": lo, "end": hi, "force": force,
             "estimated_records": records, "estimated_requests": requests, "estimated_weight": weight,
-            "estimated_seconds": round(seconds, 1), "chunks": len(chunks), "symbols": per_symbol,
-            "_chunks": chunks}
+            "estimated_seconds": round(seconds, 1), "chunks": chunks, "symbols": per_symbol,
+            "_plan": plan}
 
 
 def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now=None) -> dict:
-    """Missing ranges and ranges the exchange had no data for, per symbol, kept apart."""
+    """Missing ranges and ranges the exchange had no data for, per symbol, kept apart (the
+    first GAPS_RANGES_SHOWN of each; the totals and candle counts cover all)."""
     now = now or timezone.now()
     collect.series_required(collector=collector, what="gap reports")
     lo, hi = _window(collector, start, end, now)
@@ -108,9 +166,10 @@ def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now
     rows = []
     for symbol in symbols:
         missing, no_data = coverage(collector=collector, symbol=symbol, start=lo, end=hi)
-        rows.append({"symbol": symbol, "missing": collect._iso_ranges(missing),
-                     "missing_candles": slots(missing, collector.grain),
-                     "no_data": collect._iso_ranges(no_data), "no_data_candles": slots(no_data, collector.grain)})
+        rows.append({"symbol": symbol, "missing": collect._iso_ranges(missing[:GAPS_RANGES_SHOWN]),
+                     "missing_ranges_total": len(missing), "missing_candles": slots(missing, collector.grain),
+                     "no_data": collect._iso_ranges(no_data[:GAPS_RANGES_SHOWN]),
+                     "no_data_ranges_total": len(no_data), "no_data_candles": slots(no_data, collector.grain)})
     return {"collector": collector.slug, "start": lo.isoformat().replace("+00:00", "Z"),
             "end": hi.isoformat().replace("+00:00", "Z"), "symbols": rows}
 
@@ -128,10 +187,13 @@ def backfill_create(*, collector: Collector, start=None, end=None, symbols=None,
             symbols=[s["symbol"] for s in estimate["symbols"]], force=force, created_by=created_by,
             request_id=collect.current_request_id(), estimated_records=estimate["estimated_records"],
             estimated_requests=estimate["estimated_requests"])
-        BackfillChunk.objects.bulk_create(
-            BackfillChunk(job=job, symbol=c["symbol"], start=c["start"], end=c["end"],
-                          estimated_records=c["records"], estimated_requests=c["requests"])
-            for c in estimate["_chunks"])
+        # Built and inserted a batch at a time: a job of BACKFILL_MAX_CHUNKS chunks never
+        # holds them all in memory (bulk_create makes a list of whatever it is given).
+        planned = (BackfillChunk(job=job, symbol=c["symbol"], start=c["start"], end=c["end"],
+                                 estimated_records=c["records"], estimated_requests=c["requests"])
+                   for symbol, ranges in estimate["_plan"] for c in _plan_chunks(collector, symbol, ranges))
+        while batch := list(islice(planned, CREATE_BATCH)):
+            BackfillChunk.objects.bulk_create(batch)
         transaction.on_commit(lambda: _enqueue_job(job.pk))
     log.info("backfill_created", backfill_id=job.pk, collector=collector.slug,
              chunks=estimate["chunks"], records=estimate["estimated_records"])
@@ -145,7 +207,11 @@ def _enqueue_job(job_id):
 
 
 def _enqueue_chunks(job_id, pks):
-    BackfillChunk.objects.filter(pk__in=pks).update(enqueued_at=timezone.now())
+    """Send a task for each chunk that has none in the queue (see WorkItem.mark_enqueued)."""
+    _send_chunks(job_id, BackfillChunk.mark_enqueued(pks))
+
+
+def _send_chunks(job_id, pks):
     for pk in pks:
         collect._enqueue_task("backfills.tasks.chunk_execute", pk, group=f"backfill-{job_id}")
 
@@ -281,7 +347,10 @@ def backfill_cancel(*, job: BackfillJob) -> BackfillJob:
 
 
 def backfill_retry_failed(*, job: BackfillJob) -> int:
-    """Run again only the failed, partial or cancelled chunks of a finished job."""
+    """Run again only the failed, partial or cancelled chunks of a finished job.
+
+    Only chunks without a task in the queue get a new one: a chunk cancelled before its task
+    ran still has that task, which claims it now that it is pending again (WorkItem.claim)."""
     retry = [BackfillChunk.FAILED, BackfillChunk.PARTIAL, BackfillChunk.CANCELLED]
     with transaction.atomic():
         if not job._transition([BackfillJob.COMPLETE, BackfillJob.PARTIAL, BackfillJob.FAILED,
@@ -289,9 +358,14 @@ def backfill_retry_failed(*, job: BackfillJob) -> int:
                                finished_at=None):
             raise BackfillNotActive(f"Backfill {job.pk} is {job.status}; wait until it has finished.")
         pks = list(job.chunks.filter(status__in=retry).values_list("pk", flat=True))
-        job.chunks.filter(pk__in=pks).update(status=BackfillChunk.PENDING, error="", missing_ranges=[])
-        transaction.on_commit(lambda: _enqueue_chunks(job.pk, pks))
+        for i in range(0, len(pks), 1000):
+            job.chunks.filter(pk__in=pks[i:i + 1000]).update(status=BackfillChunk.PENDING, error="",
+                                                              missing_ranges=[])
+        # Marked in this transaction: a chunk task that finds its chunk still cancelled clears
+        # the mark (no longer queued) before it, or finds the chunk pending after it and claims it.
+        send = BackfillChunk.mark_enqueued(pks)
+        transaction.on_commit(lambda: _send_chunks(job.pk, send))
     if not pks:
         backfill_finish_if_done(job_id=job.pk)
-    log.info("backfill_retry_failed", backfill_id=job.pk, chunks=len(pks))
+    log.info("backfill_retry_failed", backfill_id=job.pk, chunks=len(pks), enqueued=len(send))
     return len(pks)

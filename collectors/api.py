@@ -622,7 +622,9 @@ class CandleFilterSerializer(serializers.Serializer):
     end = UtcDateTimeField(required=False, end_of_day=True,
                            help_text="Latest open_time (inclusive; a bare date means the whole day).")
     format = serializers.ChoiceField(choices=["json", "csv"], required=False,
-                                     help_text="csv streams every matching candle (no pagination).")
+                                     help_text="csv streams every matching candle (no pagination), "
+                                               "at most EXPORT_MAX_ROWS of them (more is a 400 before "
+                                               "the first byte).")
 
     def validate_collector(self, slug):
         return collector_by_slug(slug, candles_for="the candles list")
@@ -680,7 +682,8 @@ class CandleList(ApiView, generics.ListAPIView):
     @extend_schema(parameters=[CandleFilterSerializer], responses={
         (200, "application/json"): CandleSerializer(many=True),
         (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="With format=csv: a header "
-                                           "line, then every matching candle, oldest first."),
+                                           "line, then every matching candle, oldest first (at most "
+                                           "EXPORT_MAX_ROWS; more is a 400 naming start, end, symbol)."),
         (400, "application/json"): BAD_REQUEST})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
@@ -702,6 +705,7 @@ class CandleList(ApiView, generics.ListAPIView):
     def stream_csv(self):
         filters = self.filters()  # validated before the first byte, so errors are still JSON
         candles = self.get_queryset()
+        self.refuse_too_many(candles, filters)
         writer = csv.writer(_Echo())
         decimals = {CANDLE_COLUMNS.index(c) for c in ("open", "high", "low", "close", "volume", "quote_volume")}
         times = {CANDLE_COLUMNS.index(c) for c in ("open_time", "close_time")}
@@ -716,6 +720,24 @@ class CandleList(ApiView, generics.ListAPIView):
         response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return response
+
+
+    @staticmethod
+    def refuse_too_many(candles, filters):
+        """A 400 naming what to narrow, before the first byte, when more than EXPORT_MAX_ROWS
+        candles match: a longer stream would outlast the web server's worker timeout, which
+        cuts it silently (the client gets a 200 and a truncated file)."""
+        from django.conf import settings
+
+        limit = settings.EXPORT_MAX_ROWS
+        if candles[:limit + 1].count() <= limit:  # counts at most limit + 1 rows of the index
+            return
+        message = (f"More than {limit:,} candles match, and a CSV export is limited to {limit:,} rows "
+                   f"(EXPORT_MAX_ROWS). Narrow it: a later start, an earlier end"
+                   + (", or one symbol" if filters.get("symbol") is None else "")
+                   + "; or page through the JSON list (format=json, its `next` links).")
+        raise ValidationError({name: [message] for name in ("start", "end", "symbol")
+                               if name != "symbol" or filters.get("symbol") is None})
 
 
 class ArticleSerializer(serializers.ModelSerializer):

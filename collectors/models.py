@@ -237,16 +237,43 @@ class WorkItem(models.Model):
         return status, total - good
 
     def claim(self, *, lease_seconds) -> bool:
-        """Take this item for the calling worker: pending, or running with a dead worker."""
+        """Take this item for the calling worker: pending, or running with a dead worker.
+
+        Called by the item's task, which is used up either way: `enqueued_at` is cleared, so
+        "enqueued_at set" means "a task for it is still in the broker's queue" and whoever
+        enqueues (a retry after a cancel) skips items that have one (`mark_enqueued`).
+        """
         now = timezone.now()
         stale = now - timedelta(seconds=lease_seconds)
-        claimed = (type(self).objects.filter(pk=self.pk, **self.parent_active)
-                   .filter(Q(status=self.PENDING) | Q(status=self.RUNNING, heartbeat_at__lt=stale))
-                   .update(status=self.RUNNING, started_at=now, heartbeat_at=now,
-                           attempts=F("attempts") + 1, claimed_by=worker_name()))
-        if claimed:
-            self.refresh_from_db()
-        return bool(claimed)
+        claimable = Q(**self.parent_active) & (Q(status=self.PENDING) | Q(status=self.RUNNING, heartbeat_at__lt=stale))
+        this = type(self).objects.filter(pk=self.pk)
+        for _ in range(3):
+            if this.filter(claimable).update(status=self.RUNNING, started_at=now, heartbeat_at=now,
+                                             attempts=F("attempts") + 1, claimed_by=worker_name(),
+                                             enqueued_at=None):
+                self.refresh_from_db()
+                return True
+            # Not claimable now; both UPDATEs are conditional, so a retry that made the item
+            # pending between them (and saw enqueued_at set, so sent no task) is caught by the
+            # next claim instead of leaving a pending item with no task.
+            if this.exclude(claimable).update(enqueued_at=None):
+                return False
+        return False
+
+    @classmethod
+    def mark_enqueued(cls, pks) -> list:
+        """Of these items (in this order), those with no task in the queue, now marked as
+        having one: the caller enqueues exactly these. A cancelled item retried before its
+        task ran keeps that task, which claims it when it runs (`claim`)."""
+        pks = list(pks)
+        mark = timezone.now()  # also tells our rows from those another caller marks at once
+        fresh = []
+        for i in range(0, len(pks), 1000):
+            batch = pks[i:i + 1000]
+            cls.objects.filter(pk__in=batch, enqueued_at__isnull=True).update(enqueued_at=mark)
+            marked = set(cls.objects.filter(pk__in=batch, enqueued_at=mark).values_list("pk", flat=True))
+            fresh += [pk for pk in batch if pk in marked]
+        return fresh
 
     def _mine(self):
         """This item while it is still this worker's claim (fencing: a worker whose lease ran

@@ -220,8 +220,7 @@ def _run_start(run, *, inline, on_symbol_done):
 
 
 def _enqueue_symbols(run, pks):
-    RunSymbol.objects.filter(pk__in=pks).update(enqueued_at=timezone.now())
-    for pk in pks:
+    for pk in RunSymbol.mark_enqueued(pks):  # a run_execute delivered twice sends no task twice
         _enqueue("run_symbol_execute", pk, group=f"run-{run.pk}")
 
 

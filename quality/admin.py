@@ -96,7 +96,8 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
         return [
             path("report/<int:collector_id>/", view(self.report_view), name="quality_report"),
             path("coverage/<int:collector_id>/", view(self.coverage_view), name="quality_coverage"),
-            path("coverage/<int:collector_id>/<str:symbol>/<str:day>/", view(self.coverage_day_view),
+            # path: a symbol (a feed's name) may hold '/', sent encoded and decoded before matching.
+            path("coverage/<int:collector_id>/<path:symbol>/<str:day>/", view(self.coverage_day_view),
                  name="quality_coverage_day"),
         ] + super().get_urls()
 

@@ -9,6 +9,7 @@ instead of 33,000; a click is turned into (symbol, day) by static/quality/covera
 import json
 from datetime import date
 from html import escape
+from urllib.parse import quote
 
 LABEL_W, HEAD_H, ROW_H = 110, 18, 14
 COLOURS = {  # state: (fill, legend text)
@@ -48,7 +49,10 @@ def _describe(symbol: str, first: date, last: date, state: str, stored: int, exp
 
 
 def coverage_svg(grid: dict, *, day_url: str) -> str:
-    """The map as an <svg> element; `day_url` holds SYMBOL and 0000-00-00 placeholders."""
+    """The map as an <svg> element; `day_url` holds SYMBOL and 0000-00-00 placeholders.
+
+    data-symbols lists each row's symbol already URL-encoded as a path segment (a feed name may
+    hold '/', '?', '#', '%' or spaces), so the click script only substitutes it."""
     days, rows = grid["days"], grid["rows"]
     cell_w = max(2, min(16, 1000 // max(len(days), 1)))  # fits beside the admin's sidebar
     width, height = LABEL_W + cell_w * len(days) + 4, HEAD_H + ROW_H * len(rows) + 2
@@ -56,7 +60,8 @@ def coverage_svg(grid: dict, *, day_url: str) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" class="coverage-map" width="{width}" height="{height}" '
         f'role="img" aria-label="coverage map" data-first-day="{days[0] if days else ""}" '
         f'data-days="{len(days)}" data-cell-w="{cell_w}" data-left="{LABEL_W}" data-top="{HEAD_H}" data-row-h="{ROW_H}" '
-        f'data-day-url="{escape(day_url)}" data-symbols="{escape(json.dumps([s for s, _ in rows]))}" '
+        f'data-day-url="{escape(day_url)}" '
+        f'data-symbols="{escape(json.dumps([quote(s, safe="") for s, _ in rows]))}" '
         f'font-family="sans-serif" font-size="10" shape-rendering="crispEdges">',
         '<defs><pattern id="no-data" width="4" height="4" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="4" height="4" fill="#d6d6d6"/>'

@@ -7,8 +7,9 @@ case "$1" in
   web)
     python manage.py migrate --noinput
     python manage.py sync_schedules
-    exec gunicorn config.wsgi --bind 0.0.0.0:8000 --workers "${WEB_WORKERS:-3}" --graceful-timeout 20 \
-      --access-logfile - ;;
+    # --timeout: a CSV export of EXPORT_MAX_ROWS candles must stream within it (README).
+    exec gunicorn config.wsgi --bind 0.0.0.0:8000 --workers "${WEB_WORKERS:-3}" \
+      --timeout "${WEB_TIMEOUT:-120}" --graceful-timeout 20 --access-logfile - ;;
   worker)
     exec python manage.py qcluster ;;
   *)

@@ -31,7 +31,7 @@ trap stop INT TERM EXIT
 # Each child gets its own session (setsid), so Ctrl-C or a SIGTERM to this script's process
 # group reaches only this script, which then stops each child the way it wants to be stopped.
 setsid $BIN/python manage.py run_exchange_emulator --port "$EMULATOR_PORT" > .demo/emulator.log 2>&1 & pids+=($!)
-setsid $BIN/gunicorn config.wsgi --bind "127.0.0.1:$WEB_PORT" --workers 2 --graceful-timeout 20 \
+setsid $BIN/gunicorn config.wsgi --bind "127.0.0.1:$WEB_PORT" --workers 2 --timeout 120 --graceful-timeout 20 \
   --access-logfile - > .demo/web.log 2>&1 & pids+=($!)
 setsid $BIN/python manage.py qcluster > .demo/worker.log 2>&1 & pids+=($!)
 sleep 2

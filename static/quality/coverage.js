@@ -9,6 +9,8 @@ document.querySelectorAll("svg.coverage-map").forEach(function (svg) {
     var row = Math.floor((event.clientY - box.top - d.top) / d.rowH);
     if (col < 0 || row < 0 || row >= symbols.length || col >= +d.days) return;
     var day = new Date(first.getTime() + col * 86400000).toISOString().slice(0, 10);
-    window.location = d.dayUrl.replace("SYMBOL", symbols[row]).replace("0000-00-00", day);
+    // A function as replacement: "$&" and the like in a symbol are not patterns then.
+    window.location = d.dayUrl.replace("SYMBOL", function () { return symbols[row]; })
+      .replace("0000-00-00", day);
   });
 });
