@@ -1,6 +1,5 @@
 """API authentication: X-API-Key, Authorization: Bearer, ?api_key=, or a staff session."""
 
-import re
 from urllib.parse import unquote_plus
 
 import structlog
