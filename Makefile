@@ -95,3 +95,12 @@ bench-scale: migrate
 
 bench-scale-mysql: install-mysql
 	$(call on-bench-mysql,manage.py bench_scale $(BENCH_SCALE_ARGS))
+
+# Work per request at its bounds: a backfill plan far over BACKFILL_MAX_CHUNKS refused, a large
+# accepted plan estimated and recorded, a CSV export of 300,000 candles (BENCH_BOUNDS_ARGS=--csv-rows N).
+.PHONY: bench-bounds bench-bounds-mysql
+bench-bounds: migrate
+	LOG_LEVEL=warning $(BIN)/python manage.py bench_bounds $(BENCH_BOUNDS_ARGS)
+
+bench-bounds-mysql: install-mysql
+	$(call on-bench-mysql,manage.py bench_bounds $(BENCH_BOUNDS_ARGS))
