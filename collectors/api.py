@@ -447,9 +447,10 @@ def mask(config: dict) -> dict:
 
 def unmask(sent: dict, stored: dict) -> dict:
     """A masked secret sent back (a GET edited and PATCHed) means "keep the stored one"; so does
-    a URL sent with ***@ that is, masked, one of the stored URLs of that key."""
+    a URL sent with *** (userinfo, a secret query value) that is, masked, one of the stored URLs
+    of that key."""
     def kept(value, old):
-        if isinstance(value, str) and f"{MASK_USERINFO}@" in value:
+        if isinstance(value, str) and MASK_USERINFO in value:
             olds = old if isinstance(old, list) else [old]
             return next((o for o in olds if isinstance(o, str) and mask_url(o) == value), value)
         return value

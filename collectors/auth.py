@@ -8,7 +8,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from collectors.models import ApiKey
-from config.logging import SECRET_NAME
+from config.logging import SECRET_NAME, redact_query
 from config.security import ApiKeyLockout, client_address
 
 log = structlog.get_logger(__name__)
@@ -51,6 +51,12 @@ def key_from_request(request) -> str | None:
     return None  # ApiKeyQueryMiddleware moved a ?api_key= into the header above
 
 
+class LockedOut(exceptions.Throttled):
+    """429 for an address locked out by ApiKeyLockout (DRF appends the wait to the detail)."""
+
+    extra_detail_singular = extra_detail_plural = "try again in {wait} seconds."
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """Failures are 401 (not DRF's default 403) because this class names a challenge. An address
     that sent too many wrong keys gets 429 for any key until its lockout ends (ApiKeyLockout)."""
@@ -62,8 +68,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         address = client_address(request)
         wait = ApiKeyLockout.retry_after(address)
         if wait:  # before the key is looked at: a right guess must not be told apart
-            raise exceptions.Throttled(wait=wait, detail=(
-                f"Too many wrong API keys from {address}; try again in {wait} seconds."))
+            raise LockedOut(wait=wait, detail=f"Too many wrong API keys from {address};")
         try:
             api_key = ApiKey.objects.get_from_key(key)
         except ApiKey.DoesNotExist:
@@ -138,17 +143,18 @@ class ApiKeyQueryMiddleware:
         if query and self.SECRET.search(unquote_plus(query)):
             kept_fields, keys, dropped = [], [], False
             for field in query.split("&"):
-                # The first piece is the parameter Django sees; pieces after a ';' are its value's tail.
-                pieces = field.split(";")
-                name, _, value = pieces[0].partition("=")
-                if self.SECRET.search(unquote_plus(name)):
-                    dropped = True
-                    if unquote_plus(name) == QUERY_PARAM:
+                # The first piece is the parameter Django sees; pieces after a ';' are its value's
+                # tail for Django, separate parameters for other servers and for the caller.
+                kept = []
+                for piece in field.split(";"):
+                    name, _, value = piece.partition("=")
+                    if not self.SECRET.search(unquote_plus(name)):
+                        kept.append(piece)
+                    elif unquote_plus(name) == QUERY_PARAM:
                         keys.append(unquote_plus(value))
-                    continue
-                kept = [p for p in pieces if not self.SECRET.search(unquote_plus(p.partition("=")[0]))]
-                dropped |= len(kept) != len(pieces)
-                kept_fields.append(";".join(kept))
+                dropped |= len(kept) != field.count(";") + 1
+                if kept:
+                    kept_fields.append(";".join(kept))
             if keys:
                 if settings.API_KEY_QUERY_PARAM_ENABLED and not meta.get(settings.API_KEY_CUSTOM_HEADER):
                     meta[settings.API_KEY_CUSTOM_HEADER] = keys[0]
@@ -159,6 +165,11 @@ class ApiKeyQueryMiddleware:
                     path = meta["RAW_URI"].partition("?")[0]
                     meta["RAW_URI"] = f"{path}?{meta['QUERY_STRING']}" if meta["QUERY_STRING"] else path
                 request.__dict__.pop("GET", None)  # parse the rewritten query if it was read
+        # A page opened with ?api_key= makes the browser send that URL as the Referer of every
+        # asset it loads (same origin), and access logs print the Referer.
+        referer = meta.get("HTTP_REFERER", "")
+        if "?" in referer and self.SECRET.search(unquote_plus(referer)):
+            meta["HTTP_REFERER"] = redact_query(referer)
         return self.get_response(request)
 
 

@@ -26,13 +26,15 @@ released in 2020 and predates urllib3 2; the whole check is the two hooks below.
 import ipaddress
 import re
 import socket
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import structlog
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from config.logging import SECRET_NAME
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +43,10 @@ MASK = "***"
 # .internal/.local/.localdomain private namespaces).
 INTERNAL_NAMES = re.compile(r"(^|\.)(localhost|localdomain|internal|local|home\.arpa)$|^(metadata|instance-data)$")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# A host as a URL may spell it for us: ASCII labels (punycode for other scripts), no empty label.
+# Anything else (%-escapes, full-width digits, a trailing dot) is read differently by different
+# parsers and resolvers, so the name checked here might not be the one connected to.
+HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 HINT = "add it to UPSTREAM_ALLOWED_HOSTS to allow it"
 
 
@@ -93,7 +99,7 @@ def address_refused(address) -> str | None:
             return why
     for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
         if getattr(ip, f"is_{kind}"):
-            return f"a {kind.replace('_', '-')} address"
+            return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind.replace('_', '-')} address"
     if not ip.is_global:
         return "not a public address"
     return None
@@ -112,12 +118,21 @@ def host_refused(host: str) -> str | None:
             return f"{host} is {why}; {HINT}"
     elif INTERNAL_NAMES.search(host):
         return f"{host} is an internal name; {HINT}"
+    elif "." not in host:
+        return f"{host} is a single-label name (this machine's local names); {HINT}"
     return None
 
 
 def url_refused(url: str) -> str | None:
     """Why a collector may not use `url` (its syntax is checked by the caller), or None."""
-    return host_refused(urlsplit(url).hostname or "")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if "\\" in url or "%" in parts.netloc.rpartition("@")[2]:
+        return "a backslash or %-escape in the URL's host part is read differently by different parsers"
+    if not (host.startswith("[") or ":" in host or HOSTNAME.fullmatch(host)):
+        return (f"the host {host[:80]!r} must be ASCII letters, digits, dots and hyphens (punycode, "
+                "xn--..., for other scripts) without a trailing dot, or an IP address")
+    return host_refused(host)
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -178,16 +193,21 @@ class GuardedAdapter(HTTPAdapter):
 
 
 def mask_url(url: str) -> str:
-    """`url` with its userinfo (user:password@) replaced by ***, for anything shown or logged."""
-    if not isinstance(url, str) or "@" not in url:
+    """`url` as it may be shown or logged: its userinfo (user:password@) as ***@ and the values of
+    secret-looking query parameters (token=, key=, api_key=, signature=...) as ***."""
+    if not isinstance(url, str) or not ("@" in url or "=" in url):
         return url
     try:
         parts = urlsplit(url)
     except ValueError:
         return MASK
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{MASK}@{parts.netloc.rpartition('@')[2]}"))
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=f"{MASK}@{parts.netloc.rpartition('@')[2]}")
+    if parts.query and SECRET_NAME.search(unquote_plus(parts.query)):
+        parts = parts._replace(query=re.sub(
+            r"(^|[&;])([^=&;]*)=([^&;]*)",
+            lambda m: f"{m[1]}{m[2]}={MASK}" if SECRET_NAME.search(unquote_plus(m[2])) else m[0], parts.query))
+    return urlunsplit(parts)
 
 
 def host_key(url: str) -> str:

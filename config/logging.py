@@ -19,8 +19,9 @@ def _add_service(service):
     return processor
 
 
-# Names of query parameters that hold secrets (api_key, apikey, API-KEY, token, secret, password...).
-SECRET_NAME = re.compile(r"(?i)(api[_-]?key|token|secret|passw(or)?d)")
+# Names of query parameters that hold secrets (api_key, apikey, API-KEY, key, token, secret,
+# password, signature...).
+SECRET_NAME = re.compile(r"(?i)(api[_-]?key|\bkey\b|token|secret|passw(or)?d|signature|\bsig\b)")
 # A query parameter in a logged request line: `?`, `&` or `;`, a name, `=`, a value.
 _QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;?#\s\"]+)=(?P<value>[^&;#\s\"]*)")
 

@@ -2,21 +2,14 @@
 admin page of ours and the API docs render under it with no violation, and the scripts that moved
 out of the templates into static files still do their work."""
 
-import shutil
-
 import pytest
 
 from backfills import services as backfill_services
 from collectors import services
+from tests.browser import MARKS, operator_context
 from tests.quality.conftest import covered, utc  # noqa: F401 (the fixture)
 
-CHROMIUM = "/usr/bin/chromium"
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"needs {CHROMIUM} (apt-get install -y chromium)"),
-]
+pytestmark = MARKS
 
 # Collects every violation the page reports (an init script runs before the page's own and is not
 # subject to its policy).
@@ -36,18 +29,9 @@ REDOC_LOGO = f"img-src blocked {REDOC_LOGO_URL}"
 
 @pytest.fixture
 def browser(live_server, admin_user, client, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM calls between Playwright calls
-    client.force_login(admin_user)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = chromium.new_context(viewport={"width": 1400, "height": 900})
-        context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
-                              "url": live_server.url}])
+    with operator_context(live_server, admin_user, client, monkeypatch) as context:
         context.add_init_script(WATCH_VIOLATIONS)
         yield context
-        chromium.close()
 
 
 class Visit:

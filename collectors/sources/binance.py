@@ -48,7 +48,9 @@ def parse_klines(data) -> list:
         # the quality rules' business (quarantined, see quality.rules).
         if not isinstance(row, list) or len(row) < 11 or not isinstance(row[0], int) \
                 or not isinstance(row[6], int):
-            raise MalformedResponse(f"bad kline row {str(row)[:80]}")
+            # Its shape, never its content (an upstream chooses that; errors are shown to all keys).
+            shape = f"a list of {len(row)}" if isinstance(row, list) else type(row).__name__
+            raise MalformedResponse(f"bad kline row ({shape}, not 11+ fields with integer times)")
     return data
 
 

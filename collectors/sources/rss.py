@@ -38,8 +38,8 @@ ROOT_ENDS = (b"</rss>", b"</feed>", b"</rdf:RDF>")
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 RULES = {
-    "malformed_feed": "The document is not an RSS or Atom feed that can be read (kept: the error "
-                      "and its first 2,000 characters).",
+    "malformed_feed": "The document is not an RSS or Atom feed that can be read (kept: its URL, "
+                      "why, its media type and size; never its content).",
     "no_id": "The entry has neither a guid/id nor a link, so it cannot be told apart from others.",
     "no_time": "The entry has no published or updated time that can be read (or one before 1970).",
     "future_time": "The entry's time is more than a day ahead of the clock.",
@@ -72,8 +72,28 @@ def parse_feed(document: Document):
     parsed = feedparser.parse(io.BytesIO(document.content),
                               response_headers={"content-type": document.content_type})
     if parsed.bozo and parsed.get("version") and not document.content.rstrip().endswith(ROOT_ENDS):
-        raise MalformedResponse(f"feed ends early ({parsed.get('bozo_exception')})")
+        raise MalformedResponse(f"feed ends early ({why_not_a_feed(parsed, document)})")
     return parsed
+
+
+def media_type(document: Document) -> str:
+    """The document's media type (`text/html`), nothing else of the header the upstream wrote."""
+    kind = document.content_type.partition(";")[0].strip().lower()
+    return kind if re.fullmatch(r"[a-z0-9.+-]{1,60}/[a-z0-9.+-]{1,60}", kind) else "unknown"
+
+
+def why_not_a_feed(parsed, document: Document) -> str:
+    """feedparser's complaint in our words: the XML parser's message and position, or the kind of
+    problem; never text of the document or its headers (an upstream chooses those)."""
+    error = parsed.get("bozo_exception")
+    if error is None:
+        return "no RSS or Atom root element"
+    if hasattr(error, "getLineNumber"):  # xml.sax's SAXParseException: message and position
+        return f"not well-formed XML: {error.getMessage()[:80]} (line {error.getLineNumber()}, " \
+               f"column {error.getColumnNumber()})"
+    if type(error).__name__ == "NonXMLContentType":
+        return f"{media_type(document)} is not an XML media type"
+    return type(error).__name__
 
 
 def _authors(entry) -> list[str]:
@@ -124,7 +144,7 @@ class RssNews:
         if not isinstance(feeds, list) or not 1 <= len(feeds) <= MAX_FEEDS:
             errors["feeds"] = f"Give a list of 1 to {MAX_FEEDS} feed URLs."
         elif bad := [(f, why) for f in feeds if (why := url_error(f))]:
-            errors["feeds"] = f"{str(bad[0][0])[:100]!r}: {bad[0][1]}."
+            errors["feeds"] = f"{mask_url(str(bad[0][0]))[:100]!r}: {bad[0][1]}."
         elif len(set(feeds)) != len(feeds):
             errors["feeds"] = "Feeds must not repeat."
         if errors:
@@ -162,11 +182,10 @@ class RssNews:
         """Article rows and quarantined (payload, rule) pairs of a fetched feed document."""
         parsed = document.parsed
         if not parsed.get("version") and not parsed.entries:
-            reason = parsed.get("bozo_exception") or "no RSS or Atom root element"
             # What the document is, not what it says: a URL that answers with something else
             # than a feed (an internal page, an error) must not be readable through quarantine.
-            return [], [({"url": mask_url(document.url), "error": str(reason)[:500],
-                          "content_type": document.content_type[:100], "bytes": len(document.content)},
+            return [], [({"url": mask_url(document.url), "error": why_not_a_feed(parsed, document),
+                          "content_type": media_type(document), "bytes": len(document.content)},
                          "malformed_feed")]
         rows, invalid = [], []
         for entry in parsed.entries:

@@ -22,7 +22,9 @@ from tests.factories import CollectorFactory
 pytestmark = pytest.mark.django_db
 COLLECTORS = "/api/admin/collectors/"
 START, END = datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2025, 1, 1, 23, 59, 59, tzinfo=timezone.utc)
-INTERNAL = ["http://127.0.0.1:9100/", "http://169.254.169.254/", "http://[fd00:ec2::254]/",
+INTERNAL = ["http://%31%30.0.0.1/", "http://10.0.0.1\\@evil.example/", "http://１０.０.０.１/",
+            "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ:8411/", "http://127.0.0.1.:8411/", "http://127.0.0.1..:8411/", "http://vm/",
+            "http://ip6-localhost/", "http://127.0.0.1:9100/", "http://169.254.169.254/", "http://[fd00:ec2::254]/",
             "http://0x7f000001/", "http://2130706433/", "http://[::1]:8000", "http://127.1/",
             "http://0177.0.0.1/", "http://[::ffff:127.0.0.1]/", "http://10.1.2.3/", "http://192.168.0.1/",
             "http://metadata.google.internal/", "http://localhost:8000/", "http://api.localhost/",
@@ -224,6 +226,37 @@ def test_an_upstream_error_body_never_reaches_the_run(server):
     assert "hunter2" not in str(list(run.events.values_list("fields", flat=True)))
 
 
+def test_an_upstream_body_or_header_is_never_echoed_in_errors_or_quarantine(server, api):
+    server.routes["/api/v3/klines"] = (200, {"Content-Type": "application/json"},
+                                       json.dumps([["INTERNAL-TOKEN-xyz", 1, 2, 3]]).encode())
+    server.routes["/feed.rss"] = (200, {"Content-Type": "text/html; SECRET-HEADER"}, b"<html>INTERNAL</html>")
+    candles = CollectorFactory(symbols=["BTCUSDT"], max_retries=0,
+                               config={"base_url": f"http://127.0.0.1:{server.port}", "interval": "1h"})
+    assert api.post(COLLECTORS, {"slug": "news", "name": "News", "kind": "rss_news", "config": {
+        "feeds": [f"http://127.0.0.1:{server.port}/feed.rss"]}}, format="json").status_code == 201
+    news = Collector.objects.get(slug="news")
+    runs = [collect(candles), collect(news)]
+    shown = str([(run.error, list(run.symbols.values_list("error", flat=True)),
+                  list(run.events.values_list("fields", flat=True))) for run in runs])
+    shown += str(list(news.quarantined.values_list("payload", flat=True)))
+    assert "bad kline row (a list of 4" in shown and "text/html is not an XML media type" in shown
+    for secret in ("INTERNAL", "SECRET-HEADER"):
+        assert secret not in shown
+
+
+def test_a_refused_masked_url_sent_back_does_not_reveal_the_stored_one(api, settings):
+    feed = "http://reader:s3cret@127.0.0.1:9/feeds/markets.rss?token=t0ken"
+    response = api.post(COLLECTORS, {"slug": "news", "name": "News", "kind": "rss_news",
+                                     "config": {"feeds": [feed]}}, format="json")
+    shown = response.json()["config"]
+    assert shown == {"feeds": ["http://***@127.0.0.1:9/feeds/markets.rss?token=***"]}
+    settings.UPSTREAM_ALLOWED_HOSTS = []  # production tightened: the stored URL is now refused
+    answer = api.patch(f"{COLLECTORS}news/", {"config": shown}, format="json")
+    assert answer.status_code == 400 and "feeds" in json.dumps(answer.json())
+    assert "s3cret" not in json.dumps(answer.json()) and "t0ken" not in json.dumps(answer.json())
+    assert Collector.objects.get(slug="news").config["feeds"] == [feed]
+
+
 def test_symbols_listed_by_the_exchange_are_checked_like_typed_ones(server):
     symbols = ["BTCUSDT", "<script>USDT", "A/BUSDT", "X?#USDT", "Q" * 40 + "USDT", "ETHUSDT", 7, "LTCUSDT\n"]
     server.routes["/api/v3/exchangeInfo"] = (200, {}, json.dumps({"symbols": [
@@ -261,9 +294,9 @@ def test_credentials_in_a_feed_url_are_used_but_never_shown(api, client, emulato
         assert secret not in text and "reader:" not in text
 
 
-def test_mask_url_hides_userinfo_only():
+def test_mask_url_hides_userinfo_and_secret_query_values_only():
     assert mask_url("https://u:p@h.example:8443/a?b=1") == "https://***@h.example:8443/a?b=1"
-    assert mask_url("https://h.example/a@b") == "https://h.example/a@b"
+    assert mask_url("https://h.example/a@b?key=k&monkey=m;sig=s") == "https://h.example/a@b?key=***&monkey=m;sig=***"
 
 
 def emulator_port(emulator) -> int:

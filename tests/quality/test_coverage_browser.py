@@ -1,38 +1,22 @@
 """The coverage map in a real browser (Debian's chromium, driven by Playwright): it renders,
 a screenshot is taken, and a click on a cell leads to that day and on to a gap fill."""
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from collectors.models import CollectionRun
+from tests.browser import MARKS, operator_context
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"needs {CHROMIUM} (apt-get install -y chromium)"),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
 def browser_page(live_server, admin_user, client, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls the test makes in
-    # between are still plain synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    client.force_login(admin_user)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
-                              "url": live_server.url}])
+    with operator_context(live_server, admin_user, client, monkeypatch) as context:
         yield context.new_page()
-        browser.close()
 
 
 def test_the_map_renders_is_screenshotted_and_a_cell_click_leads_to_a_gap_fill(browser_page, live_server, covered):
