@@ -63,6 +63,32 @@ def test_sync_schedules_rebuilds_idempotently_and_drops_orphans():
 
 
 @pytest.mark.django_db
+def test_changed_settings_reach_the_system_schedules_at_the_next_sync(settings):
+    # The migrations created them with the defaults (as on a real install's first migrate).
+    system = lambda name: Schedule.objects.get(name=name)  # noqa: E731
+    assert system("quality: drift audits").cron == "30 3 * * *"
+    assert system("quality: snapshot reports").minutes == 15
+    call_command("sync_schedules", stdout=io.StringIO())
+    kept = system("quality: drift audits").next_run  # unchanged: its next run stays
+
+    settings.AUDIT_SCHEDULE = "15 1 * * 1"
+    settings.QUALITY_SNAPSHOT_INTERVAL_MINUTES = 5
+    settings.ALERT_CHECK_INTERVAL_MINUTES = 2
+    out = io.StringIO()
+    call_command("sync_schedules", stdout=out)
+
+    assert "system schedules: 0 created, 3 updated, 2 unchanged" in out.getvalue()
+    audits = system("quality: drift audits")
+    assert audits.cron == "15 1 * * 1" and audits.next_run != kept
+    assert (audits.next_run.weekday(), audits.next_run.hour, audits.next_run.minute) == (0, 1, 15)
+    assert system("quality: snapshot reports").minutes == 5
+    assert system("collectors: alert on stale data and error rate").minutes == 2
+    Schedule.objects.filter(name="collectors: recover abandoned runs").delete()  # lost: made again
+    call_command("sync_schedules", stdout=out)
+    assert system("collectors: recover abandoned runs").func == "collectors.tasks.runs_recover"
+
+
+@pytest.mark.django_db
 def test_a_scheduled_run_is_a_forward_run_and_is_skipped_while_the_last_one_runs(emulator):
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
     busy = RunFactory(collector=collector, status=CollectionRun.RUNNING)
