@@ -10,7 +10,7 @@ PIP := $(BIN)/pip --disable-pip-version-check -q
 export SECRET_KEY ?= make-targets-local-only-not-a-secret-4f1d9c2b7a6e5d3c8b0a9f7e6d5c4b3a
 
 
-.PHONY: install install-mysql run test test-mysql bench bench-mysql bench-news bench-news-mysql bench-scale bench-scale-mysql migrate clean
+.PHONY: install install-mysql run lint test test-mysql bench bench-mysql bench-news bench-news-mysql bench-scale bench-scale-mysql migrate clean
 
 install: $(STAMP)
 
@@ -33,7 +33,10 @@ run: migrate
 	@$(BIN)/python manage.py collectstatic --noinput -v 0
 	@deploy/dev/run.sh
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 install-mysql: install

@@ -10,8 +10,18 @@ from rest_framework.views import APIView
 from backfills import services
 from backfills.models import BackfillChunk, BackfillJob
 from collectors import services as collect
-from collectors.api import (BAD_REQUEST, NOT_FOUND, ApiView, ErrorSerializer, RejectUnknownFields,
-                            UtcDateTimeField, collector_by_slug, iso, validated, who)
+from collectors.api import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    ApiView,
+    ErrorSerializer,
+    RejectUnknownFields,
+    UtcDateTimeField,
+    collector_by_slug,
+    iso,
+    validated,
+    who,
+)
 
 
 class BackfillRequestSerializer(RejectUnknownFields, serializers.Serializer):

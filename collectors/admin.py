@@ -11,8 +11,17 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from collectors import services
-from collectors.models import (Alert, ApiKey, Article, Candle, CircuitBreaker, CollectionRun, Collector, RateWindow,
-                               RunSymbol)
+from collectors.models import (
+    Alert,
+    ApiKey,
+    Article,
+    Candle,
+    CircuitBreaker,
+    CollectionRun,
+    Collector,
+    RateWindow,
+    RunSymbol,
+)
 
 admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
 
@@ -148,8 +157,8 @@ class RunSymbolInline(admin.TabularInline):
     model = RunSymbol
     extra = 0
     can_delete = False
-    fields = ["symbol", "status", "records", "invalid", "duplicates", "revisions", "requests", "retries", "throttled_seconds",
-              "missing_ranges", "error", "attempts", "started_at", "finished_at"]
+    fields = ["symbol", "status", "records", "invalid", "duplicates", "revisions", "requests", "retries",
+              "throttled_seconds", "missing_ranges", "error", "attempts", "started_at", "finished_at"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):

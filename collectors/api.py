@@ -19,9 +19,18 @@ from rest_framework.views import APIView
 
 from collectors import services, sources
 from collectors.auth import ApiKeyUser
+from collectors.models import (
+    Article,
+    Candle,
+    CircuitBreaker,
+    CollectionRun,
+    Collector,
+    RateWindow,
+    RunEvent,
+    RunNotActive,
+    RunSymbol,
+)
 from collectors.outbound import MASK as MASK_USERINFO, mask_url
-from collectors.models import (Article, Candle, CircuitBreaker, CollectionRun, Collector, RateWindow, RunEvent, RunNotActive,
-                               RunSymbol)
 from config.api import CursorPagination, iso
 from config.negotiation import ContentNegotiation
 
@@ -357,8 +366,9 @@ class RunRetryFailed(ApiView, APIView):
         except services.RunConflict as conflict:
             return Response({"success": False, "message": str(conflict), "run_id": conflict.run.pk},
                             status=status.HTTP_409_CONFLICT)
-        body = {"success": True, "message": f"Retrying {len(new.requested_symbols)} symbol(s) of run {run.pk}", "mode": new.mode, "run_id": new.pk,
-                "collector": run.collector.slug, "status_endpoint": "/api/admin/collect/status"}
+        body = {"success": True, "message": f"Retrying {len(new.requested_symbols)} symbol(s) of run {run.pk}",
+                "mode": new.mode, "run_id": new.pk, "collector": run.collector.slug,
+                "status_endpoint": "/api/admin/collect/status"}
         return Response(TriggerAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -379,7 +389,8 @@ class CollectStatusSerializer(serializers.Serializer):
     elapsed_seconds = serializers.FloatField(allow_null=True)
     run_id = serializers.IntegerField(allow_null=True)
     progress = ProgressSerializer(allow_null=True)
-    last_results = RunResultsSerializer(allow_null=True, help_text="The most recent run (the running one while it runs).")
+    last_results = RunResultsSerializer(allow_null=True,
+                                        help_text="The most recent run (the running one while it runs).")
     collectors = CollectorStateSerializer(many=True, required=False,
                                           help_text="Each collector; only without ?collector=.")
 
@@ -552,11 +563,11 @@ class CollectorSerializer(RejectUnknownFields, serializers.ModelSerializer):
         try:
             attrs["config"], attrs["symbols"] = sources.validate_config(kind, config, symbols)
         except sources.ConfigError as error:
-            raise ValidationError(error.as_field_errors())
+            raise ValidationError(error.as_field_errors()) from None
         except (TypeError, ValueError, AttributeError, KeyError):
             # The kind tripped over a value of the wrong type: still the caller's input.
             log.warning("config_validation_crashed", kind=kind, exc_info=True)
-            raise ValidationError({"config": [f"A value has the wrong type for the {kind} kind."]})
+            raise ValidationError({"config": [f"A value has the wrong type for the {kind} kind."]}) from None
         return attrs
 
 
@@ -770,8 +781,9 @@ class ArticleFilterSerializer(serializers.Serializer):
         if source is not None:
             source = attrs["source"] = source.strip().upper()
             if not services.symbol_known(collector=attrs["collector"], symbol=source):
+                feeds = ", ".join(attrs["collector"].symbols)
                 raise ValidationError({"source": [f"Not a feed of {attrs['collector'].slug} (and nothing "
-                                                  f"stored from it); its feeds: {', '.join(attrs['collector'].symbols)}."]})
+                                                  f"stored from it); its feeds: {feeds}."]})
         return attrs
 
 

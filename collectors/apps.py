@@ -6,8 +6,9 @@ class CollectorsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        import config.security  # noqa: F401 (registers the system checks of unsafe settings)
         from django_q.signals import post_spawn
+
+        import config.security  # noqa: F401 (registers the system checks of unsafe settings)
 
         post_spawn.connect(recover_on_worker_start, dispatch_uid="collectors.recover_on_worker_start")
         from django.db.backends.signals import connection_created

@@ -75,7 +75,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             if ApiKeyLockout.record_failure(address):
                 log.warning("api_key_lockout", address=address, limit=settings.API_KEY_FAILURE_LIMIT,
                             minutes=settings.API_KEY_COOLOFF_MINUTES)
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from None
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("This API key has expired.")
         return ApiKeyUser(api_key), api_key

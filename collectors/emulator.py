@@ -73,9 +73,9 @@ import zlib
 from bisect import bisect_left, bisect_right
 from decimal import ROUND_HALF_EVEN, Decimal
 from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
 from typing import NamedTuple
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import orjson

@@ -36,7 +36,7 @@ class ExactDecimalField(models.Field):
         try:
             return Decimal(str(value))
         except InvalidOperation:
-            raise exceptions.ValidationError(f"{value!r} is not a decimal number", code="invalid")
+            raise exceptions.ValidationError(f"{value!r} is not a decimal number", code="invalid") from None
 
     def from_db_value(self, value, expression, connection):
         return None if value is None else Decimal(value)

@@ -9,8 +9,8 @@ hosts (feeds). Tests mock upstreams here (or use the emulator), never deeper.
 """
 
 import time
-from http import HTTPStatus
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Callable
 from urllib.parse import urlsplit
 

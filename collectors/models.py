@@ -6,8 +6,8 @@ import os
 import time
 from datetime import datetime, timedelta, timezone as dt_timezone
 
-from django.conf import settings
 from croniter import croniter
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models

@@ -75,7 +75,7 @@ def collector_resolve(*, slug: str | None) -> Collector:
             return Collector.objects.get(slug=slug)
         except Collector.DoesNotExist:
             slugs = list(Collector.objects.values_list("slug", flat=True))
-            raise TriggerError("collector", f"Unknown collector {slug!r}.", choices=slugs)
+            raise TriggerError("collector", f"Unknown collector {slug!r}.", choices=slugs) from None
     enabled = list(Collector.objects.filter(enabled=True))
     if len(enabled) == 1:
         return enabled[0]

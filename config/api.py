@@ -4,15 +4,13 @@ from base64 import b64decode
 from datetime import timezone as dt_timezone
 
 import structlog
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.utils.dateparse import parse_datetime
 from rest_framework import pagination, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
-from rest_framework.views import set_rollback
+from rest_framework.views import exception_handler as drf_exception_handler, set_rollback
 
 log = structlog.get_logger(__name__)
 

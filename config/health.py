@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 
 from asgiref.sync import async_to_sync
-
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from health_check.base import HealthCheck
@@ -57,7 +56,7 @@ def run_checks(*names: str) -> dict[str, str | None]:
 
     # async_to_sync, not asyncio.run: the cache check's thread-sensitive calls come back here.
     results = async_to_sync(gather)()
-    return {name: (str(result.error) if result.error else None) for name, result in zip(names, results)}
+    return {name: (str(result.error) if result.error else None) for name, result in zip(names, results, strict=True)}
 
 
 class ChecksView(HealthCheckView):

@@ -207,7 +207,7 @@ def env_date(name, default):
     try:
         return datetime.date.fromisoformat(text)
     except ValueError:
-        raise environ.ImproperlyConfigured(f"{name} must be a date like 2025-01-01, got {text!r}")
+        raise environ.ImproperlyConfigured(f"{name} must be a date like 2025-01-01, got {text!r}") from None
 
 
 # Default beginning date of new collectors (COLLECTION_START_DATE is accepted as an alias).
@@ -281,7 +281,8 @@ EVENT_STALE_AFTER_HOURS = env_positive("EVENT_STALE_AFTER_HOURS", 24, cast=float
 AUDIT_SAMPLE_SIZE = env_positive("AUDIT_SAMPLE_SIZE", 100)
 AUDIT_SCHEDULE = env("AUDIT_SCHEDULE", default="30 3 * * *")
 if not __import__("croniter").croniter.is_valid(AUDIT_SCHEDULE):
-    raise environ.ImproperlyConfigured(f"AUDIT_SCHEDULE={AUDIT_SCHEDULE!r} is not a cron expression (e.g. '30 3 * * *').")
+    raise environ.ImproperlyConfigured(
+        f"AUDIT_SCHEDULE={AUDIT_SCHEDULE!r} is not a cron expression (e.g. '30 3 * * *').")
 
 # --- API ------------------------------------------------------------------------------
 API_KEY_REQUIRED = env.bool("API_KEY_REQUIRED", default=True)

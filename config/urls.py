@@ -4,9 +4,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from backfills import api as backfills_api
 from collectors import api
-from quality import api as quality_api
 from config import views
 from config.health import ChecksView
+from quality import api as quality_api
 
 admin.site.site_header = "Market-data collectors"
 admin.site.site_title = "Collectors admin"

@@ -4,13 +4,13 @@ import time
 from datetime import timedelta
 
 import structlog
+from csp.constants import NONCE, SELF
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template import engines
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from csp.constants import NONCE, SELF
 from drf_spectacular.views import SpectacularRedocView
 from rest_framework import serializers
 from rest_framework.decorators import api_view

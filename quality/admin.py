@@ -142,7 +142,7 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
             last = date.fromisoformat(request.GET["end"]) if request.GET.get("end") else timezone.now().date()
             days = min(max(int(request.GET.get("days", MAP_DAYS)), 1), 3660)
         except ValueError:
-            raise Http404("end must be a date (2025-01-31) and days a number")
+            raise Http404("end must be a date (2025-01-31) and days a number") from None
         if not EARLIEST <= last < LATEST or last - timedelta(days=days - 1) < EARLIEST:
             raise Http404("The map covers 1970-01-01 to 2099-12-31.")
         grid = services.coverage_grid(collector=collector, first_day=last - timedelta(days=days - 1), last_day=last)
@@ -161,7 +161,7 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
         try:
             day = date.fromisoformat(day)
         except ValueError:
-            raise Http404("not a date")
+            raise Http404("not a date") from None
         if not EARLIEST <= day < LATEST:
             raise Http404("The map covers 1970-01-01 to 2099-12-31.")
         if request.method == "POST":

@@ -1,14 +1,14 @@
 """Data-quality API (see API_CONTRACT.md)."""
 
-from drf_spectacular.utils import extend_schema
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collectors.api import BAD_REQUEST, NOT_FOUND, ApiView, RejectUnknownFields, collector_by_slug, validated, who
-from quality.models import DriftAudit
 from collectors.services import symbol_known
+from quality.models import DriftAudit
 from quality.services import audit_start, quality_report_served, records_validate
 
 

@@ -1,9 +1,10 @@
 """Drawings for the quality pages, as inline SVG (no external assets): the coverage map and the
 trend of snapshots.
 
-The coverage map is a symbol x day grid; pure: takes what quality.services.coverage_grid returns. Runs of neighbouring days in the same
-state are one rectangle, so a mostly complete year of 100 symbols is a few thousand elements
-instead of 33,000; a click is turned into (symbol, day) by static/quality/coverage.js.
+The coverage map is a symbol x day grid; pure: takes what quality.services.coverage_grid returns.
+Runs of neighbouring days in the same state are one rectangle, so a mostly complete year of 100
+symbols is a few thousand elements instead of 33,000; a click is turned into (symbol, day) by
+static/quality/coverage.js.
 """
 
 import json
@@ -59,7 +60,8 @@ def coverage_svg(grid: dict, *, day_url: str) -> str:
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="coverage-map" width="{width}" height="{height}" '
         f'role="img" aria-label="coverage map" data-first-day="{days[0] if days else ""}" '
-        f'data-days="{len(days)}" data-cell-w="{cell_w}" data-left="{LABEL_W}" data-top="{HEAD_H}" data-row-h="{ROW_H}" '
+        f'data-days="{len(days)}" data-cell-w="{cell_w}" data-left="{LABEL_W}" data-top="{HEAD_H}" '
+        f'data-row-h="{ROW_H}" '
         f'data-day-url="{escape(day_url)}" '
         f'data-symbols="{escape(json.dumps([quote(s, safe="") for s, _ in rows]))}" '
         f'font-family="sans-serif" font-size="10" shape-rendering="crispEdges">',

@@ -111,7 +111,7 @@ def compare_stored(rows, stored: dict) -> tuple[int, list[tuple[int, dict]]]:
             continue
         new = (row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10])
         changed = {}
-        for name, before, after in zip(FIELDS, old, new):
+        for name, before, after in zip(FIELDS, old, new, strict=False):
             same = before == after if isinstance(after, int) else Decimal(before) == Decimal(after)
             if not same:
                 changed[name] = [format(before, "f") if isinstance(before, Decimal) else str(before), str(after)]
@@ -138,7 +138,7 @@ def record_to_kline(record) -> tuple[tuple | None, list[tuple[str, str, str]]]:
             name = RECORD_FIELDS[len(record)]
             return None, [(name, "missing_field", f"Missing required field: {name} "
                            "(a kline array has at least 11 values).")]
-        record = dict(zip(RECORD_FIELDS, record))
+        record = dict(zip(RECORD_FIELDS, record, strict=False))
     if not isinstance(record, dict):
         return None, [("record", "not_numeric", "Expected a kline array or an object.")]
     errors, row = [], []

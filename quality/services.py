@@ -17,8 +17,8 @@ from backfills.models import BackfillChunk, BackfillJob, EmptyRange
 from backfills.ranges import floor_time, slots
 from collectors.models import Candle, CollectionRun, Collector, RunSymbol
 from collectors.services import CLOSE_GRACE, series_required, source_for, stored_values, utc_from_ms
-from config.api import iso
 from collectors.sources import SourceError
+from config.api import iso
 from quality.models import DriftAudit, QualitySnapshot, QuarantinedRow
 from quality.rules import RULES, compare_stored, kline_violations, record_to_kline
 
@@ -128,7 +128,8 @@ def _events_report(*, collector: Collector, symbol: str | None, now: datetime) -
     descriptions = getattr(source, "rules", {})
     freshest = [r["freshness_seconds"] for r in rows if r["freshness_seconds"] is not None]
     return {"collector": collector.slug, "records_kind": "events",
-            "symbols_without_records": sum(r["records"] == 0 for r in rows), "start": iso(_midnight(collector.beginning_date)),
+            "symbols_without_records": sum(r["records"] == 0 for r in rows),
+            "start": iso(_midnight(collector.beginning_date)),
             "end": iso(now), "total_records": valid + bad, "valid_records": valid, "invalid_records": bad,
             "duplicate_records": sum(r["duplicate_records"] for r in rows), "revisions": 0,
             "validation_errors": [f"{rule}: {descriptions.get(rule, rule)} ({n})" for rule, n in rules],
@@ -218,8 +219,8 @@ def _written_since(collector: Collector, moment: datetime) -> bool:
 
 # --- drift audits -----------------------------------------------------------------------
 
-AUDIT_STALE = timedelta(minutes=30)
-DAY_COUNT_THREADS = 4  # database connections that count the coverage map's days at once  # a running audit this old lost its worker; take it over
+AUDIT_STALE = timedelta(minutes=30)  # a running audit this old lost its worker; take it over
+DAY_COUNT_THREADS = 4  # database connections that count the coverage map's days at once
 
 
 def audit_start(*, collector: Collector, sample_size: int, triggered_by: str,

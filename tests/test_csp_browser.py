@@ -81,7 +81,8 @@ def test_admin_pages_and_api_docs_render_under_the_policy_with_no_violation(brow
     visit.open("/admin/backfills/backfilljob/add/", ready="#backfill-form")
     page = visit.open(f"/admin/backfills/backfilljob/{job.pk}/change/", ready="svg.progress")
     assert page.locator("meta[http-equiv=refresh]").count() == 1
-    assert page.locator("input[name=_cancel]").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(186, 33, 33)"
+    colour = page.locator("input[name=_cancel]").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert colour == "rgb(186, 33, 33)"
 
     page = visit.open(f"/admin/quality/qualitysnapshot/report/{covered.pk}/", ready="table.full")
     page = visit.open(f"/admin/quality/qualitysnapshot/coverage/{covered.pk}/?days=7&end=2025-03-06",

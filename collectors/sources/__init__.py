@@ -7,9 +7,9 @@ to. Register it by adding one line to SOURCES. The guide: docs/adding-a-source.m
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from importlib import import_module
 from typing import Callable
 from urllib.parse import urlsplit
-from importlib import import_module
 
 SOURCES = {
     "binance_klines": "collectors.sources.binance.BinanceKlines",
@@ -101,7 +101,7 @@ def source_class(kind: str):
     try:
         module, _, name = SOURCES[kind].rpartition(".")
     except KeyError:
-        raise ConfigError({"kind": f"Unknown kind {kind!r}; known kinds: {', '.join(SOURCES)}."})
+        raise ConfigError({"kind": f"Unknown kind {kind!r}; known kinds: {', '.join(SOURCES)}."}) from None
     return getattr(import_module(module), name)
 
 

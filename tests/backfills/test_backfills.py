@@ -6,9 +6,9 @@ import pytest
 
 from backfills import services
 from backfills.models import BackfillChunk, BackfillJob, EmptyRange
+from collectors import services as collect
 from collectors.emulator import kline
 from collectors.models import Candle, CollectionRun
-from collectors import services as collect
 from tests.factories import CollectorFactory
 
 pytestmark = pytest.mark.django_db

@@ -127,7 +127,7 @@ def test_every_interval_serves_aligned_rows_with_close_time_interval_minus_one_m
     assert len(rows) == 3
     for row in rows:
         assert row[6] == row[0] + step - 1
-    assert [b[0] - a[0] for a, b in zip(rows, rows[1:])] == [step, step]
+    assert [b[0] - a[0] for a, b in zip(rows, rows[1:], strict=False)] == [step, step]
     if interval == "1w":  # Binance weeks open on Monday 00:00 UTC
         assert time.gmtime(rows[0][0] / 1000).tm_wday == 0
         assert rows[0][0] % DAY == 0
@@ -149,7 +149,7 @@ def test_kline_rows_have_the_binance_layout_with_decimal_strings(frozen):
         assert volume > 0 and quote > 0 and 0 <= taker_base <= volume and 0 <= taker_quote <= quote
         assert trades >= 0
         assert ignore == "0"
-    for previous, row in zip(rows, rows[1:]):
+    for previous, row in zip(rows, rows[1:], strict=False):
         assert row[1] == previous[4]  # consecutive candles link: open == previous close
 
 
@@ -362,8 +362,8 @@ def test_a_recording_is_paged_through_exactly_once_with_binance_fields_and_nothi
     assert open_times(forward) == [row[0] for row in dashbtc]
     holes = {_utc_ms(2018, 1, 27, 0, 20), _utc_ms(2018, 1, 28, 6, 0)}
     assert holes.isdisjoint(open_times(forward))
-    assert sum(b[0] - a[0] == 2 * step for a, b in zip(forward, forward[1:])) == 2
-    for row, recorded in zip(forward, dashbtc):
+    assert sum(b[0] - a[0] == 2 * step for a, b in zip(forward, forward[1:], strict=False)) == 2
+    for row, recorded in zip(forward, dashbtc, strict=False):
         assert row[1:6] == [q8(v) for v in recorded[1:6]]
         assert all(len(v.split(".")[1]) == 8 for v in row[1:6] + [row[7], row[9], row[10]])
         assert row[6] == row[0] + step - 1
@@ -745,7 +745,8 @@ def test_feeds_answer_conditional_gets_and_change_with_their_newest_entry():
         parsed = feedparser.parse(first.content)
         assert parsed.version == "rss20" and len(parsed.entries) == 20 and not parsed.bozo
         etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
-        assert requests.get(f"{emu.url}/feeds/markets.rss", headers={"If-None-Match": etag}, timeout=5).status_code == 304
+        answer = requests.get(f"{emu.url}/feeds/markets.rss", headers={"If-None-Match": etag}, timeout=5)
+        assert answer.status_code == 304
         assert requests.get(f"{emu.url}/feeds/markets.rss", headers={"If-Modified-Since": modified},
                             timeout=5).status_code == 304
         emu.configure(now_ms=1_763_640_000_000 + 20 * 60_000)  # the next item is out

@@ -210,12 +210,13 @@ def test_real_exchange_candles_are_stored_every_one_and_their_holes_are_no_data(
         have = list(Candle.objects.filter(collector=collector, symbol=symbol).order_by("open_time")
                     .values_list("open_time", "open", "high", "low", "close", "volume", "close_time"))
         assert [ms(r[0]) for r in have] == [r[0] for r in rows], symbol  # every served candle, once
-        for stored, served in zip(have, rows):
+        for stored, served in zip(have, rows, strict=False):
             assert list(stored[1:6]) == [eight(v) for v in served[1:6]]
             assert ms(stored[6]) == served[0] + step - 1
         # Before the first, after the last candle and the real holes: known empty, not missing.
         expected_empty = [(ms(start), rows[0][0])] + [
-            (a[0] + step, b[0]) for a, b in zip(rows, rows[1:]) if b[0] - a[0] > step] + [(rows[-1][0] + step, ms(end))]
+            (a[0] + step, b[0]) for a, b in zip(rows, rows[1:], strict=False) if b[0] - a[0] > step] + [
+            (rows[-1][0] + step, ms(end))]
         ledger = [(ms(s), ms(e)) for s, e in EmptyRange.objects.filter(collector=collector, symbol=symbol)
                   .order_by("start").values_list("start", "end")]
         assert ledger == expected_empty, symbol

@@ -12,11 +12,11 @@ import pytest
 from django.urls import reverse
 
 from collectors import services
+from collectors.http import Upstream
 from collectors.models import CircuitBreaker, CollectionRun, Collector, RateWindow, RunSymbol
 from collectors.outbound import address_refused, literal_address, mask_url, url_refused
 from collectors.sources import SourceError
 from collectors.sources.binance import BinanceKlines
-from collectors.http import Upstream
 from tests.factories import CollectorFactory
 
 pytestmark = pytest.mark.django_db
@@ -160,7 +160,8 @@ def test_a_public_looking_name_that_resolves_to_loopback_is_refused_at_fetch_tim
         emulator, default_policy, resolve_as, settings):
     resolve_as["exchange.example"] = "127.0.0.1"
     collector = CollectorFactory(symbols=["BTCUSDT"],
-                                 config={"base_url": f"http://exchange.example:{emulator_port(emulator)}", "interval": "1h"})
+                                 config={"base_url": f"http://exchange.example:{emulator_port(emulator)}",
+                                         "interval": "1h"})
 
     run = collect(collector)
 
@@ -178,7 +179,8 @@ def test_a_redirect_to_a_private_address_fails_with_a_clear_reason(emulator, ser
     # loopback, which is not listed: the hop is refused.
     settings.UPSTREAM_ALLOWED_HOSTS = ["redirector.example", "*"]
     resolve_as["redirector.example"] = "127.0.0.1"
-    server.routes["/api/v3/klines"] = (302, {"Location": f"http://127.0.0.1:{emulator_port(emulator)}/api/v3/klines"}, b"")
+    target = f"http://127.0.0.1:{emulator_port(emulator)}/api/v3/klines"
+    server.routes["/api/v3/klines"] = (302, {"Location": target}, b"")
     collector = CollectorFactory(symbols=["BTCUSDT"], config={
         "base_url": f"http://redirector.example:{server.port}", "interval": "1h"})
 

@@ -7,9 +7,8 @@ from django.core.exceptions import ValidationError
 
 from collectors import services
 from collectors.emulator_feeds import FEEDS
-from collectors.models import Article, CollectionRun, Collector, HttpValidator, RunSymbol
 from collectors.http import Document
-from collectors.models import CircuitBreaker
+from collectors.models import Article, CircuitBreaker, CollectionRun, Collector, HttpValidator, RunSymbol
 from collectors.sources.rss import RssNews, feed_name, parse_feed
 from quality.models import QuarantinedRow
 
@@ -245,13 +244,15 @@ def test_the_api_shows_news_runs_and_a_per_feed_quality_report(feeds, api):
     report = api.get("/api/admin/data-quality/", {"collector": "news", "live": "true"}).json()
     stored = Article.objects.count()
     assert report["records_kind"] == "events" and report["completeness_ratio"] is None
-    assert report["valid_records"] == stored and report["invalid_records"] == sum(s["invalid"] for s in detail["details"])
+    assert report["valid_records"] == stored
+    assert report["invalid_records"] == sum(s["invalid"] for s in detail["details"])
     assert report["data_quality_score"] == round(100 * stored / report["total_records"], 2)
     feed = {row["symbol"]: row for row in report["symbols"]}
     newest = Article.objects.filter(source=MARKETS).latest("published_at").published_at
     assert feed[MARKETS]["latest"] == newest.isoformat().replace("+00:00", "Z")
     assert feed[BROKEN]["records"] == 0 and feed[BROKEN]["freshness_seconds"] is None
-    assert any(e.startswith("malformed_feed: The document is not an RSS or Atom feed") for e in report["validation_errors"])
+    assert any(e.startswith("malformed_feed: The document is not an RSS or Atom feed")
+               for e in report["validation_errors"])
 
 
 @pytest.mark.parametrize("method, path, body", [
@@ -324,11 +325,13 @@ def read(xml: bytes):
 
 def test_entries_are_read_safely_whatever_the_feed_says():
     rows, invalid = read(b"""<rss version="2.0"><channel>
-        <item><guid>a</guid><link>javascript:alert(1)</link><title>Script</title><pubDate>Fri, 20 Nov 2026 10:00:00 GMT</pubDate></item>
+        <item><guid>a</guid><link>javascript:alert(1)</link><title>Script</title>
+              <pubDate>Fri, 20 Nov 2026 10:00:00 GMT</pubDate></item>
         <item><guid>b</guid><title>Old</title><pubDate>Mon, 01 Jan 1900 00:00:00 GMT</pubDate></item>
         <item><guid>c</guid><title>Later</title><pubDate>Sat, 28 Nov 2026 10:00:00 GMT</pubDate></item>
         <item><guid>d</guid><title>Undated</title></item>
-        <item><guid>e</guid><author>ann@news.finance (Ann Example)</author><pubDate>Fri, 20 Nov 2026 09:00:00 GMT</pubDate></item>
+        <item><guid>e</guid><author>ann@news.finance (Ann Example)</author>
+              <pubDate>Fri, 20 Nov 2026 09:00:00 GMT</pubDate></item>
         </channel></rss>""")
     assert [(r["guid"], r["url"]) for r in rows] == [("a", ""), ("e", "")]  # only web links are URLs
     assert rows[1]["authors"] == ["Ann Example"]

@@ -52,7 +52,7 @@ def make_holes(*, symbols: int, slots: int, holes_per_symbol: int) -> list[list[
         if cuts and i == 1:
             cuts[0] = stored
         holes, skipped = [], 0
-        for cut, length in zip(sorted(cuts), lengths):
+        for cut, length in zip(sorted(cuts), lengths, strict=False):
             holes.append((cut + skipped, cut + skipped + length))
             skipped += length
         result.append(holes)
@@ -191,7 +191,7 @@ class Command(BaseCommand):
         cid, written, build_s, db_s = collector.pk, 0, 0.0, 0.0
         self.stdout.write(f"Filling with {method} in batches of {batch:,} rows ...")
         began = time.monotonic()
-        for n, (name, symbol_holes) in enumerate(zip(names, holes), 1):
+        for n, (name, symbol_holes) in enumerate(zip(names, holes, strict=False), 1):
             for chunk in _chunks(_present(symbol_holes, slots), batch):
                 t0 = time.monotonic()
                 if method == "insert":
@@ -240,7 +240,7 @@ class Command(BaseCommand):
         peak_reset = _reset_peak_rss()  # also resets ru_maxrss, hence process_peak above
         timings, mismatches, found = [], [], 0
         began = time.monotonic()
-        for n, (name, symbol_holes) in enumerate(zip(names, holes)):
+        for n, (name, symbol_holes) in enumerate(zip(names, holes, strict=False)):
             t0 = time.perf_counter()
             with connection.execute_wrapper(capture) if n == 0 else nullcontext():
                 gaps = stored_gaps(collector_id=collector.pk, symbol=name, series="1h",
@@ -286,7 +286,8 @@ class Command(BaseCommand):
             if connection.vendor == "sqlite":
                 self.stdout.write(f"  {row[-1]}")
             else:
-                self.stdout.write("  " + ", ".join(f"{c}={v}" for c, v in zip(columns, row) if v is not None))
+                self.stdout.write("  " + ", ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True)
+                                                   if v is not None))
 
     def _report_size(self, collector):
         with connection.cursor() as cursor:

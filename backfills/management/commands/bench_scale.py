@@ -121,7 +121,7 @@ class Command(BaseCommand):
         job, label = f["job"], f"{clusters} cluster{'s' if clusters > 1 else ''}"
         beyond = f["sent"] - job.estimated_requests
         claimed = ", ".join(f"{name} {n}" for name, n in sorted(f["claimed"].items()))
-        logs = "; ".join(f"{name}: {counts or 'empty'}" for name, counts in zip(NAMES, f["logs"]))
+        logs = "; ".join(f"{name}: {counts or 'empty'}" for name, counts in zip(NAMES, f["logs"], strict=False))
         self.stdout.write(
             f"{label} x {workers} workers: {job.status} in {f['wall']:.1f} s; stored {f['stored']:,}/"
             f"{f['expected']:,} = {f['stored'] / f['wall']:,.0f} candles/s; klines requests {f['sent']} "
@@ -152,7 +152,7 @@ def _flush(redis_url):
         redis.Redis.from_url(redis_url, socket_connect_timeout=2).flushdb()
     except redis.RedisError as error:
         raise CommandError(f"Redis is not reachable at {redis_url} ({error}): start redis-server, "
-                           "or pass --redis URL.")
+                           "or pass --redis URL.") from None
 
 
 def _spawn(args, env, log_path) -> subprocess.Popen:

@@ -44,7 +44,7 @@ class Command(BaseCommand):
                 wall = time.perf_counter() - began
                 run.refresh_from_db()
                 done = run.symbols.values_list("records", "invalid", "duplicates")
-                records, invalid, seen = (sum(column) for column in zip(*done))
+                records, invalid, seen = (sum(column) for column in zip(*done, strict=True))
                 read = records + invalid + seen
                 self.stdout.write(
                     f"{label} ({mode}): {run.status}, {read:,} entries read ({records:,} stored, {invalid:,} "

@@ -41,9 +41,9 @@ class Command(BaseCommand):
                 triggered_by="cli", enqueue=False)
         except services.TriggerError as error:
             hint = f" Choices: {', '.join(error.choices)}." if error.choices else ""
-            raise CommandError(f"{error.field}: {error.message}{hint}")
+            raise CommandError(f"{error.field}: {error.message}{hint}") from None
         except services.RunConflict as conflict:
-            raise CommandError(str(conflict))
+            raise CommandError(str(conflict)) from None
         bar = tqdm(desc=f"run {run.pk} {mode}", unit="symbol", disable=options["verbosity"] == 0)
 
         def on_symbol_done(item):

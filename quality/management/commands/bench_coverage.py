@@ -13,7 +13,15 @@ from django.test import Client
 from django.urls import reverse
 
 from backfills.management.commands.bench_gaps import (
-    MIDDLE, TAIL, _chunks, _insert_sql, _peak_rss_mb, _present, _reset_peak_rss, make_holes)
+    MIDDLE,
+    TAIL,
+    _chunks,
+    _insert_sql,
+    _peak_rss_mb,
+    _present,
+    _reset_peak_rss,
+    make_holes,
+)
 from backfills.models import EmptyRange
 from collectors.models import Candle, Collector
 from quality.charts import coverage_svg
@@ -65,7 +73,7 @@ class Command(BaseCommand):
             beginning_date=START.date())
         opens = [(START + i * STEP).strftime("%Y-%m-%d %H:%M:%S") for i in range(slots)]
         sql, began, written = _insert_sql(), time.monotonic(), 0
-        for name, symbol_holes in zip(names, holes):
+        for name, symbol_holes in zip(names, holes, strict=False):
             present = (i for i in _present(symbol_holes, slots) if i >= listed[name])
             for chunk in _chunks(present, 20_000):
                 params = [(collector.pk, name, "1h", opens[i], *MIDDLE, opens[i][:14] + "59:59.999000", *TAIL)
@@ -105,7 +113,8 @@ class Command(BaseCommand):
         stored = sum(c[0] for _, cells in grid["rows"] for c in cells)
         missing = sum(c[1] - c[0] for _, cells in grid["rows"] for c in cells)
         no_data = sum(c[2] for _, cells in grid["rows"] for c in cells)
-        made_missing = sum(b - max(a, listed[n]) for n, h in zip(names, holes) for a, b in h if b > listed[n])
+        made_missing = sum(b - max(a, listed[n]) for n, h in zip(names, holes, strict=True)
+                           for a, b in h if b > listed[n])
         rows = Candle.objects.filter(collector=collector).count()
         med = statistics.median
         self.stdout.write(
