@@ -2,113 +2,33 @@
 check them against the holes the benchmark made. With --keep the data stays for the next run."""
 
 import hashlib
-import random
-import resource
 import statistics
 import time
 from contextlib import nullcontext
 from datetime import date, datetime, timedelta, timezone
-from itertools import chain, islice
 
-import psutil
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from backfills.gaps import stored_gaps
 from collectors import storage
+from collectors.bench import (
+    MIDDLE,
+    TAIL,
+    batched,
+    insert_sql,
+    make_holes,
+    peak_rss_mb,
+    reset_peak_rss,
+    rss_mb,
+    stored_indices,
+)
 from collectors.models import Candle, Collector
 
 SLUG = "bench-gaps"
 START = datetime(2014, 1, 1, tzinfo=timezone.utc)
 STEP = timedelta(hours=1)
 HOUR_MS = 3_600_000
-SEED = 20140101
-# Constant decimal strings: the database parses them, their values do not matter here.
-MIDDLE = ("100.00000000", "101.00000000", "99.00000000", "100.50000000", "12.34500000")
-TAIL = ("1240.67250000", 42, "6.00000000", "603.00000000")
-
-
-def make_holes(*, symbols: int, slots: int, holes_per_symbol: int) -> list[list[tuple[int, int]]]:
-    """Per symbol, sorted half-open [first, last) hour indices with no candle, never touching.
-
-    Seeded, so the same parameters always give the same holes. The first symbol starts with a
-    hole, the second ends with one, and the last (of three or more) has none."""
-    rng = random.Random(f"{SEED}:{symbols}:{slots}:{holes_per_symbol}")
-    result = []
-    for i in range(symbols):
-        if holes_per_symbol <= 0 or (symbols >= 3 and i == symbols - 1):
-            result.append([])
-            continue
-        count = rng.randint(max(1, holes_per_symbol // 2), max(1, holes_per_symbol * 3 // 2))
-        lengths = [_hole_length(rng) for _ in range(count)]
-        while lengths and sum(lengths) + len(lengths) > slots // 2:
-            lengths.pop()
-        lengths = lengths[:max(slots - sum(lengths) - 1, 0)]
-        stored = slots - sum(lengths)
-        # Hole j goes after cuts[j] stored candles; distinct cuts keep a candle between holes.
-        cuts = rng.sample(range(1, stored), len(lengths))
-        if cuts and i == 0:
-            cuts[0] = 0
-        if cuts and i == 1:
-            cuts[0] = stored
-        holes, skipped = [], 0
-        for cut, length in zip(sorted(cuts), lengths, strict=False):
-            holes.append((cut + skipped, cut + skipped + length))
-            skipped += length
-        result.append(holes)
-    return result
-
-
-def _hole_length(rng: random.Random) -> int:
-    """Hours: half are single candles, the rest up to a day or one to four days."""
-    r = rng.random()
-    if r < 0.5:
-        return 1
-    return rng.randint(2, 23) if r < 0.8 else rng.randint(24, 96)
-
-
-def _present(holes, slots):
-    """The stored hour indices, in order: everything outside the holes."""
-    edges = [0, *chain.from_iterable(holes), slots]
-    return chain.from_iterable(range(edges[k], edges[k + 1]) for k in range(0, len(edges), 2))
-
-
-def _chunks(iterable, size):
-    it = iter(iterable)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
-def _insert_sql() -> str:
-    cols = storage.COLUMNS
-    quote = "`{}`" if connection.vendor == "mysql" else '"{}"'
-    return (f"INSERT INTO collectors_candle ({', '.join(quote.format(c) for c in cols)}) "
-            f"VALUES ({', '.join(['%s'] * len(cols))})")
-
-
-def _rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _reset_peak_rss() -> bool:
-    """Restart the kernel's peak-RSS counter (VmHWM) so the next peak is the next phase's."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Command(BaseCommand):
@@ -187,12 +107,12 @@ class Command(BaseCommand):
         opens = [(START + i * STEP).strftime("%Y-%m-%d %H:%M:%S") for i in range(slots)]
         closes = [text[:14] + "59:59.999000" for text in opens]  # open + 1 h - 1 ms
         start_ms = int(START.timestamp() * 1000)
-        sql = _insert_sql()
+        sql = insert_sql()
         cid, written, build_s, db_s = collector.pk, 0, 0.0, 0.0
         self.stdout.write(f"Filling with {method} in batches of {batch:,} rows ...")
         began = time.monotonic()
         for n, (name, symbol_holes) in enumerate(zip(names, holes, strict=False), 1):
-            for chunk in _chunks(_present(symbol_holes, slots), batch):
+            for chunk in batched(stored_indices(symbol_holes, slots), batch):
                 t0 = time.monotonic()
                 if method == "insert":
                     params = [(cid, name, "1h", opens[i], *MIDDLE, closes[i], *TAIL) for i in chunk]
@@ -215,7 +135,7 @@ class Command(BaseCommand):
         wall = time.monotonic() - began
         self.stdout.write(f"Fill: {written:,} rows in {wall:.1f} s = {written / wall:,.0f} rows/s "
                           f"({method}, {batch:,}-row batches; building parameters {build_s:.1f} s, "
-                          f"database {db_s:.1f} s); peak RSS so far {_peak_rss_mb():.0f} MB")
+                          f"database {db_s:.1f} s); peak RSS so far {peak_rss_mb():.0f} MB")
         if written != expected_rows:
             raise CommandError(f"wrote {written:,} rows, expected {expected_rows:,}")
         return collector
@@ -236,8 +156,8 @@ class Command(BaseCommand):
             captured.append((sql, params))
             return execute(sql, params, many, context)
 
-        rss_before, process_peak = _rss_mb(), _peak_rss_mb()
-        peak_reset = _reset_peak_rss()  # also resets ru_maxrss, hence process_peak above
+        rss_before, process_peak = rss_mb(), peak_rss_mb()
+        peak_reset = reset_peak_rss()  # also resets ru_maxrss, hence process_peak above
         timings, mismatches, found = [], [], 0
         began = time.monotonic()
         for n, (name, symbol_holes) in enumerate(zip(names, holes, strict=False)):
@@ -252,14 +172,14 @@ class Command(BaseCommand):
                 mismatches.append((name, expected, gaps))
         wall = time.monotonic() - began
         slowest = names[timings.index(max(timings))]
-        peak = _peak_rss_mb()
+        peak = peak_rss_mb()
         during = f"{peak:.0f} MB" if peak_reset else "unknown (peak counter not resettable)"
         p90 = statistics.quantiles(timings, n=10, method="inclusive")[-1] if len(timings) > 1 else timings[0]
         self.stdout.write(
             f"Gap analysis: {len(names)} symbols in {wall:.2f} s; per symbol p50 "
             f"{statistics.median(timings) * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms, "
             f"max {max(timings) * 1000:.1f} ms ({slowest}); {found:,} gaps found")
-        self.stdout.write(f"RSS: {rss_before:.0f} MB before the analysis, {_rss_mb():.0f} MB after, peak "
+        self.stdout.write(f"RSS: {rss_before:.0f} MB before the analysis, {rss_mb():.0f} MB after, peak "
                           f"during it {during}; process peak {max(process_peak, peak):.0f} MB")
         if captured:
             self._explain(*captured[0])

@@ -12,17 +12,8 @@ from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 
-from backfills.management.commands.bench_gaps import (
-    MIDDLE,
-    TAIL,
-    _chunks,
-    _insert_sql,
-    _peak_rss_mb,
-    _present,
-    _reset_peak_rss,
-    make_holes,
-)
 from backfills.models import EmptyRange
+from collectors.bench import MIDDLE, TAIL, batched, insert_sql, make_holes, peak_rss_mb, reset_peak_rss, stored_indices
 from collectors.models import Candle, Collector
 from quality.charts import coverage_svg
 from quality.models import QuarantinedRow
@@ -72,10 +63,10 @@ class Command(BaseCommand):
             config={"base_url": "http://127.0.0.1:9", "interval": "1h"}, symbols=names,
             beginning_date=START.date())
         opens = [(START + i * STEP).strftime("%Y-%m-%d %H:%M:%S") for i in range(slots)]
-        sql, began, written = _insert_sql(), time.monotonic(), 0
+        sql, began, written = insert_sql(), time.monotonic(), 0
         for name, symbol_holes in zip(names, holes, strict=False):
-            present = (i for i in _present(symbol_holes, slots) if i >= listed[name])
-            for chunk in _chunks(present, 20_000):
+            present = (i for i in stored_indices(symbol_holes, slots) if i >= listed[name])
+            for chunk in batched(present, 20_000):
                 params = [(collector.pk, name, "1h", opens[i], *MIDDLE, opens[i][:14] + "59:59.999000", *TAIL)
                           for i in chunk]
                 with transaction.atomic(), connection.cursor() as cursor:
@@ -100,7 +91,7 @@ class Command(BaseCommand):
         first, last = START.date(), START.date() + timedelta(days=days - 1)
         now = START + timedelta(days=days + 1)
         grid_s, svg_s, page_s = [], [], []
-        _reset_peak_rss()
+        reset_peak_rss()
         for _ in range(repeat):
             t0 = time.perf_counter()
             grid = coverage_grid(collector=collector, first_day=first, last_day=last, now=now)
@@ -124,7 +115,7 @@ class Command(BaseCommand):
             f"max {max(grid_s) * 1000:.0f}) of {repeat}\n"
             f"SVG: median {med(svg_s) * 1000:.0f} ms, {len(svg):,} bytes, {svg.count('<rect'):,} rectangles\n"
             f"Admin page (request to response, through the test client): median {med(page_s) * 1000:.0f} ms, "
-            f"{size:,} bytes\nPeak RSS {_peak_rss_mb():.0f} MB")
+            f"{size:,} bytes\nPeak RSS {peak_rss_mb():.0f} MB")
         problems = []
         if stored != rows:
             problems.append(f"grid counts {stored:,} stored candles, the table has {rows:,}")
