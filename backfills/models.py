@@ -5,7 +5,7 @@ from django.db import models
 
 from backfills.ranges import merge
 from collectors.db import atomic_retry
-from collectors.models import WorkItem
+from collectors.models import JobTransitions, WorkItem
 
 
 class RangeQuerySet(models.QuerySet):
@@ -105,7 +105,7 @@ class MissingRange(SymbolRange):
                                     end=e, reason=reason[:300]) for s, e in ranges)
 
 
-class BackfillJob(models.Model):
+class BackfillJob(JobTransitions, models.Model):
     """A planned history fill: a collector's symbols over a date range, split into chunks."""
 
     QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED = (
@@ -175,13 +175,6 @@ class BackfillJob(models.Model):
             failed=Count("id", filter=Q(status__in=[BackfillChunk.FAILED, BackfillChunk.PARTIAL]))))
         return [{**r, "records": r["records"] or 0, "requests": r["requests"] or 0,
                  "percent": round(100.0 * r["chunks_done"] / r["chunks_total"], 1)} for r in rows]
-
-    def _transition(self, from_statuses, **changes) -> bool:
-        updated = BackfillJob.objects.filter(pk=self.pk, status__in=from_statuses).update(**changes)
-        if updated:
-            for key, value in changes.items():
-                setattr(self, key, value)
-        return bool(updated)
 
 
 class BackfillChunk(WorkItem):

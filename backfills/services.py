@@ -142,7 +142,7 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
         records += symbol_records
         requests += symbol_requests
         plan.append((symbol, ranges))
-        per_symbol.append({"symbol": symbol, "missing_ranges": collect._iso_ranges(ranges[:MISSING_RANGES_SHOWN]),
+        per_symbol.append({"symbol": symbol, "missing_ranges": collect.iso_ranges(ranges[:MISSING_RANGES_SHOWN]),
                            "missing_ranges_total": len(ranges), "chunks": symbol_chunks,
                            "records": symbol_records, "requests": symbol_requests + probe})
     # An upper bound for never-collected symbols: chunks before their listing are skipped.
@@ -166,9 +166,9 @@ def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now
     rows = []
     for symbol in symbols:
         missing, no_data = coverage(collector=collector, symbol=symbol, start=lo, end=hi)
-        rows.append({"symbol": symbol, "missing": collect._iso_ranges(missing[:GAPS_RANGES_SHOWN]),
+        rows.append({"symbol": symbol, "missing": collect.iso_ranges(missing[:GAPS_RANGES_SHOWN]),
                      "missing_ranges_total": len(missing), "missing_candles": slots(missing, collector.grain),
-                     "no_data": collect._iso_ranges(no_data[:GAPS_RANGES_SHOWN]),
+                     "no_data": collect.iso_ranges(no_data[:GAPS_RANGES_SHOWN]),
                      "no_data_ranges_total": len(no_data), "no_data_candles": slots(no_data, collector.grain)})
     return {"collector": collector.slug, "start": lo.isoformat().replace("+00:00", "Z"),
             "end": hi.isoformat().replace("+00:00", "Z"), "symbols": rows}
@@ -201,7 +201,7 @@ def backfill_create(*, collector: Collector, start=None, end=None, symbols=None,
 
 
 def _enqueue_job(job_id):
-    task_id = collect._enqueue_task("backfills.tasks.backfill_execute", job_id,
+    task_id = collect.enqueue_task("backfills.tasks.backfill_execute", job_id,
                                     task_name=f"backfill-{job_id}", group=f"backfill-{job_id}")
     BackfillJob.objects.filter(pk=job_id).update(task_id=task_id or "")
 
@@ -213,7 +213,7 @@ def _enqueue_chunks(job_id, pks):
 
 def _send_chunks(job_id, pks):
     for pk in pks:
-        collect._enqueue_task("backfills.tasks.chunk_execute", pk, group=f"backfill-{job_id}")
+        collect.enqueue_task("backfills.tasks.chunk_execute", pk, group=f"backfill-{job_id}")
 
 
 def backfill_start(*, job_id: int, inline: bool = False):
@@ -226,7 +226,7 @@ def backfill_start(*, job_id: int, inline: bool = False):
 
 
 def _backfill_start(job, *, inline):
-    if job._transition([BackfillJob.QUEUED], status=BackfillJob.RUNNING, started_at=timezone.now()):
+    if job.transition([BackfillJob.QUEUED], status=BackfillJob.RUNNING, started_at=timezone.now()):
         _probe_listings(job, job.collector)
     # Interleaved by symbol, so a job of many symbols progresses on all of them together.
     pending = list(job.chunks.filter(status=BackfillChunk.PENDING).order_by("start", "symbol")
@@ -322,7 +322,7 @@ def backfill_finish_if_done(*, job_id: int):
     status, bad = outcome
     error = (f"{bad} of {sum(counts.values())} chunks failed or are partial; retry them with retry-failed."
              if bad else "")
-    if job._transition([BackfillJob.RUNNING], status=status, error=error, finished_at=timezone.now()):
+    if job.transition([BackfillJob.RUNNING], status=status, error=error, finished_at=timezone.now()):
         log.info("backfill_finished", backfill_id=job.pk, status=status, **counts)
         collect.snapshot_after(collector_id=job.collector_id)
         if status == BackfillJob.FAILED:
@@ -334,7 +334,7 @@ def backfill_finish_if_done(*, job_id: int):
 
 def backfill_cancel(*, job: BackfillJob) -> BackfillJob:
     """Stop the job; chunks in flight stop after their page; stored data stays."""
-    if not job._transition(BackfillJob.ACTIVE, status=BackfillJob.CANCELLED,
+    if not job.transition(BackfillJob.ACTIVE, status=BackfillJob.CANCELLED,
                            error="Cancelled by request.", finished_at=timezone.now()):
         raise BackfillNotActive(f"Backfill {job.pk} is {job.status}; only queued or running jobs can be cancelled.")
     job.chunks.filter(status=BackfillChunk.PENDING).update(status=BackfillChunk.CANCELLED,
@@ -353,7 +353,7 @@ def backfill_retry_failed(*, job: BackfillJob) -> int:
     ran still has that task, which claims it now that it is pending again (WorkItem.claim)."""
     retry = [BackfillChunk.FAILED, BackfillChunk.PARTIAL, BackfillChunk.CANCELLED]
     with transaction.atomic():
-        if not job._transition([BackfillJob.COMPLETE, BackfillJob.PARTIAL, BackfillJob.FAILED,
+        if not job.transition([BackfillJob.COMPLETE, BackfillJob.PARTIAL, BackfillJob.FAILED,
                                 BackfillJob.CANCELLED], status=BackfillJob.RUNNING, error="",
                                finished_at=None):
             raise BackfillNotActive(f"Backfill {job.pk} is {job.status}; wait until it has finished.")

@@ -113,7 +113,21 @@ def _progress_aggregates(prefix=""):
             "p_records": Sum(f"{prefix}records"), "p_requests": Sum(f"{prefix}requests")}
 
 
-class CollectionRun(models.Model):
+class JobTransitions:
+    """Status changes of a job (a collection run, a backfill job) as conditional UPDATEs, like
+    WorkItem.claim: of two workers, or a worker and a cancel, exactly one wins."""
+
+    def transition(self, from_statuses, **changes) -> bool:
+        """Set `changes` if the job's status is still one of `from_statuses`; False otherwise
+        (someone else moved it first). The instance follows the row."""
+        updated = type(self).objects.filter(pk=self.pk, status__in=from_statuses).update(**changes)
+        if updated:
+            for key, value in changes.items():
+                setattr(self, key, value)
+        return bool(updated)
+
+
+class CollectionRun(JobTransitions, models.Model):
     QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED = (
         "queued", "running", "complete", "partial", "failed", "cancelled")
     STATUSES = [(s, s) for s in (QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED)]
@@ -164,19 +178,12 @@ class CollectionRun(models.Model):
                 "requests": agg["p_requests"] or 0,
                 "percent": round(100.0 * done / total, 1) if total else (100.0 if not self.is_active else 0.0)}
 
-    def _transition(self, from_statuses, **changes) -> bool:
-        updated = CollectionRun.objects.filter(pk=self.pk, status__in=from_statuses).update(**changes)
-        if updated:
-            for key, value in changes.items():
-                setattr(self, key, value)
-        return bool(updated)
-
     def mark_running(self) -> bool:
-        return self._transition([self.QUEUED], status=self.RUNNING, started_at=timezone.now())
+        return self.transition([self.QUEUED], status=self.RUNNING, started_at=timezone.now())
 
     def mark_finished(self, status, *, error="") -> bool:
         """Close a running (or queued) run; False if someone else closed it first."""
-        return self._transition(self.ACTIVE, status=status, error=error[:5000],
+        return self.transition(self.ACTIVE, status=status, error=error[:5000],
                                 finished_at=timezone.now())
 
     def cancel(self):

@@ -60,12 +60,12 @@ class RunConflict(Exception):
         self.run = run
 
 
-def _enqueue_task(dotted: str, *args, **kwargs) -> str:
+def enqueue_task(dotted: str, *args, **kwargs) -> str:
     return async_task(dotted, *args, **kwargs)
 
 
 def _enqueue(task: str, *args, **kwargs) -> str:
-    return _enqueue_task(f"collectors.tasks.{task}", *args, **kwargs)
+    return enqueue_task(f"collectors.tasks.{task}", *args, **kwargs)
 
 
 def collector_resolve(*, slug: str | None) -> Collector:
@@ -284,7 +284,7 @@ def _gap_fill_ranges(*, collector: Collector, symbol: str, lo, hi, holes_until):
     return [r for start, end in wanted for r in coverage(collector=collector, symbol=symbol, start=start, end=end)[0]]
 
 
-def _iso_ranges(ranges):
+def iso_ranges(ranges):
     return [{"start": iso(s), "end": iso(e)} for s, e in ranges]
 
 
@@ -319,7 +319,7 @@ def item_finish(*, item: WorkItem, collector: Collector, status: str, missing, e
     recorded for gap_fill in the same transaction. A worker that lost the item to another
     (its lease ran out) records nothing."""
     def finish():
-        if item.mark_finished(status, missing_ranges=_iso_ranges(missing), error=error) and missing:
+        if item.mark_finished(status, missing_ranges=iso_ranges(missing), error=error) and missing:
             MissingRange.record(collector_id=collector.pk, symbol=item.symbol, series=collector.series,
                                 ranges=missing, reason=error)
     atomic_retry(finish)
@@ -608,7 +608,7 @@ def run_finish_if_done(*, run_id: int) -> CollectionRun | None:
 def snapshot_after(*, collector_id: int):
     """Refresh the collector's quality snapshot once new data is in (the report, /metrics and
     alerts read it), on a worker, after the transaction commits."""
-    transaction.on_commit(lambda: _enqueue_task("quality.tasks.snapshot_collector", collector_id))
+    transaction.on_commit(lambda: enqueue_task("quality.tasks.snapshot_collector", collector_id))
 
 
 def run_retry_failed(*, run: CollectionRun, triggered_by: str) -> CollectionRun:
@@ -655,7 +655,7 @@ def cancelled_missing(*, items, collector: Collector, ranges):
     items and for gap_fill); `ranges(item)` gives an item's ranges."""
     for item in items:
         missing = ranges(item)
-        type(item).objects.filter(pk=item.pk).update(missing_ranges=_iso_ranges(missing))
+        type(item).objects.filter(pk=item.pk).update(missing_ranges=iso_ranges(missing))
         MissingRange.record(collector_id=collector.pk, symbol=item.symbol, series=collector.series,
                             ranges=missing, reason="Cancelled before it started.")
 
@@ -691,7 +691,7 @@ def work_recover(*, run_id: int | None = None, backfill_id: int | None = None,
         for pk, owner in dead.values_list("pk", owner_field):
             log.warning("work_requeued", task=task, item_id=pk, **{owner_field: owner})
             items.model.objects.filter(pk=pk).update(enqueued_at=now)
-            _enqueue_task(task, pk, group=f"{group}-{owner}")
+            enqueue_task(task, pk, group=f"{group}-{owner}")
             requeued += 1
     if queue_empty:
         for run in runs.filter(status=CollectionRun.QUEUED, created_at__lt=stale):
@@ -702,7 +702,7 @@ def work_recover(*, run_id: int | None = None, backfill_id: int | None = None,
             queued_jobs = queued_jobs.filter(pk=backfill_id)
         for job_pk in queued_jobs.values_list("pk", flat=True):
             log.warning("backfill_requeued", backfill_id=job_pk)
-            _enqueue_task("backfills.tasks.backfill_execute", job_pk, group=f"backfill-{job_pk}")
+            enqueue_task("backfills.tasks.backfill_execute", job_pk, group=f"backfill-{job_pk}")
     if not (run_id or backfill_id):
         for run in runs.filter(status=CollectionRun.RUNNING):
             run_finish_if_done(run_id=run.pk)
