@@ -26,7 +26,7 @@ released in 2020 and predates urllib3 2; the whole check is the two hooks below.
 import ipaddress
 import re
 import socket
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from django.conf import settings
@@ -34,7 +34,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from config.logging import SECRET_NAME
+from config.logging import redact_query
 
 log = structlog.get_logger(__name__)
 
@@ -203,10 +203,8 @@ def mask_url(url: str) -> str:
         return MASK
     if "@" in parts.netloc:
         parts = parts._replace(netloc=f"{MASK}@{parts.netloc.rpartition('@')[2]}")
-    if parts.query and SECRET_NAME.search(unquote_plus(parts.query)):
-        parts = parts._replace(query=re.sub(
-            r"(^|[&;])([^=&;]*)=([^&;]*)",
-            lambda m: f"{m[1]}{m[2]}={MASK}" if SECRET_NAME.search(unquote_plus(m[2])) else m[0], parts.query))
+    if parts.query:
+        parts = parts._replace(query=redact_query(f"?{parts.query}", mask=MASK)[1:])
     return urlunsplit(parts)
 
 

@@ -26,11 +26,11 @@ SECRET_NAME = re.compile(r"(?i)(api[_-]?key|\bkey\b|token|secret|passw(or)?d|sig
 _QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;?#\s\"]+)=(?P<value>[^&;#\s\"]*)")
 
 
-def redact_query(text: str) -> str:
+def redact_query(text: str, *, mask: str = "[redacted]") -> str:
     """`GET /x?a=1;api_key=KEY HTTP/1.1` -> `GET /x?a=1;api_key=[redacted] HTTP/1.1`."""
     def replace(match):
         if SECRET_NAME.search(unquote_plus(match["name"])):
-            return f"{match['lead']}{match['name']}=[redacted]"
+            return f"{match['lead']}{match['name']}={mask}"
         return match.group(0)
 
     return _QUERY_PARAM.sub(replace, text) if "=" in text else text

@@ -6,16 +6,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()
 
 
-def _warn_about_an_open_api():
+def _warn_about_unsafe_settings():
     """Say it at every start where operators look (the log), not only in `manage.py check`."""
-    from django.conf import settings
+    import structlog
 
-    if not settings.API_KEY_REQUIRED and not settings.DEBUG:
-        import structlog
+    from config.security import check_api_keys_required
 
-        structlog.get_logger("config.security").warning(
-            "api_keys_not_required", detail="API_KEY_REQUIRED is false and DEBUG is off: anyone who "
-            "can reach this server may use /api/admin/ without a key (collectors.W001).")
+    for warning in check_api_keys_required(None):
+        structlog.get_logger("config.security").warning("unsafe_setting", id=warning.id, detail=warning.msg)
 
 
-_warn_about_an_open_api()
+_warn_about_unsafe_settings()

@@ -82,7 +82,8 @@ def test_an_open_api_outside_debug_is_a_warning_at_every_command_and_at_web_star
     assert deploy.returncode != 0 and "collectors.W001" in deploy.stderr
     assert plain.returncode == 0 and "collectors.W001" in plain.stderr and "API_KEY_REQUIRED is false" in plain.stderr
     assert "collectors.W001" not in debug.stderr + debug.stdout
-    assert web.returncode == 0 and '"event": "api_keys_not_required"' in web.stderr, web.stderr
+    assert web.returncode == 0, web.stderr
+    assert '"event": "unsafe_setting"' in web.stderr and '"id": "collectors.W001"' in web.stderr, web.stderr
 
 
 def test_the_proxy_ssl_header_is_read_in_either_spelling_and_a_bad_one_is_refused():
