@@ -13,6 +13,13 @@ mkdir -p .demo
 # One directory for the web server's and the workers' in-process metrics, empty at each start.
 export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PWD/.demo/prometheus}
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+# The demo's environment, for manage.py commands and extra workers started by hand: a process
+# with another SECRET_KEY cannot read (and so drops) the tasks these processes queue.
+{
+  for name in DEBUG SECRET_KEY DATABASE_URL REDIS_URL UPSTREAM_ALLOWED_HOSTS PROMETHEUS_MULTIPROC_DIR; do
+    if [ -n "${!name:-}" ]; then printf "%s=%q\n" "$name" "${!name}"; fi
+  done
+} > .demo/env
 
 creds=$($BIN/python manage.py seed_demo --exchange-url "http://127.0.0.1:$EMULATOR_PORT")
 $BIN/python manage.py sync_schedules > /dev/null
@@ -50,6 +57,7 @@ print(f"""
                http://127.0.0.1:{emu}/feeds/markets.rss  research.atom  broken.rss  (news feeds)
   Collectors   {c['collector']} (hourly candles)   {c['news_collector']} (news, every 10 minutes)
   API key      {c['api_key']}
+  By hand      set -a; . .demo/env; set +a    (the demo's environment, before manage.py commands)
 
   Try:  curl -s -X POST -H "X-API-Key: {c['api_key']}" -H 'Content-Type: application/json' \\
           -d '{{"mode": "backward", "collector": "{c['collector']}"}}' {base}/api/admin/collect/trigger
