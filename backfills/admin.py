@@ -16,6 +16,7 @@ from collectors import services as collect
 from collectors.admin import ReadOnlyAdmin, progress_bar
 from collectors.models import Collector
 from collectors.sources import SourceError
+from config.errors import NotActive
 
 
 @admin.register(EmptyRange)
@@ -91,7 +92,7 @@ class BackfillJobAdmin(admin.ModelAdmin):
                     messages.success(request, f"Backfill {job.pk} started.")
                     return redirect(reverse("admin:backfills_backfilljob_change", args=[job.pk]))
                 estimate = services.backfill_estimate(**kwargs)
-            except collect.TriggerError as error:
+            except collect.InputError as error:
                 form.add_error(error.field if error.field in form.fields else None, error.message)
             except SourceError as error:
                 form.add_error(None, f"The exchange did not answer: {error}")
@@ -111,7 +112,7 @@ class BackfillJobAdmin(admin.ModelAdmin):
                 elif "_retry_failed" in request.POST:
                     count = services.backfill_retry_failed(job=job)
                     messages.success(request, f"Retrying {count} chunk(s) of backfill {job.pk}.")
-            except services.BackfillNotActive as error:
+            except NotActive as error:
                 messages.warning(request, str(error))
             return redirect(request.path)
         extra = {"job": job, "progress": job.progress() if job else None,

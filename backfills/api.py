@@ -22,6 +22,7 @@ from collectors.api import (
     validated,
     who,
 )
+from config.errors import NotActive
 
 
 class BackfillRequestSerializer(RejectUnknownFields, serializers.Serializer):
@@ -114,7 +115,7 @@ class BackfillList(ApiView, generics.ListCreateAPIView):
         """Create a backfill: returns its estimate at once and starts it on the workers."""
         try:
             job, estimate = _plan(request, create=True)
-        except collect.TriggerError as error:
+        except collect.InputError as error:
             return _trigger_error(error)
         body = {"task_id": f"backfill-{job.pk}", "backfill_id": job.pk, "status": "started",
                 "message": "Backfill operation started", **_estimate_body(estimate),
@@ -129,7 +130,7 @@ class BackfillEstimate(ApiView, APIView):
         """Dry run: the missing ranges per symbol, records, requests, weight and duration."""
         try:
             _, estimate = _plan(request, create=False)
-        except collect.TriggerError as error:
+        except collect.InputError as error:
             return _trigger_error(error)
         return Response(_estimate_body(estimate))
 
@@ -148,7 +149,7 @@ class BackfillCancel(ApiView, APIView):
         job = generics.get_object_or_404(BackfillJob, pk=pk)
         try:
             services.backfill_cancel(job=job)
-        except services.BackfillNotActive as error:
+        except NotActive as error:
             return Response({"detail": str(error), "status": job.status}, status=status.HTTP_409_CONFLICT)
         return Response(BackfillDetailSerializer(job).data)
 
@@ -160,7 +161,7 @@ class BackfillRetryFailed(ApiView, APIView):
         job = generics.get_object_or_404(BackfillJob, pk=pk)
         try:
             count = services.backfill_retry_failed(job=job)
-        except services.BackfillNotActive as error:
+        except NotActive as error:
             return Response({"detail": str(error), "status": job.status}, status=status.HTTP_409_CONFLICT)
         return Response({"backfill_id": job.pk, "status": "started", "chunks": count,
                          "message": f"Retrying {count} chunk(s)."}, status=status.HTTP_202_ACCEPTED)
@@ -191,6 +192,6 @@ class Gaps(ApiView, APIView):
         try:
             report = services.gaps_report(collector=collector, start=data.get("start"),
                                           end=data.get("end"), symbols=symbols)
-        except collect.TriggerError as error:
+        except collect.InputError as error:
             return _trigger_error(error)
         return Response(report)

@@ -20,14 +20,11 @@ from collectors import services as collect
 from collectors.alerts import alert_raise
 from collectors.models import Collector
 from collectors.sources import SourceError
+from config.errors import InputError, NotActive
 
 log = structlog.get_logger(__name__)
 PAGE = 1000  # rows per request of the klines source
 KLINES_WEIGHT = 2
-
-
-class BackfillNotActive(Exception):
-    """Cancel asked of a finished job, or retry of an active one."""
 
 
 def _window(collector, start, end, now):
@@ -45,7 +42,7 @@ CREATE_BATCH = 1000  # chunks per INSERT when a job is recorded
 GAPS_RANGES_SHOWN = 1000  # per symbol and list in a gaps report; the *_ranges_total count them all
 
 
-class PlanTooLarge(collect.TriggerError):
+class PlanTooLarge(InputError):
     """A backfill of more chunks than BACKFILL_MAX_CHUNKS: narrow the range or the symbols."""
 
 
@@ -116,14 +113,14 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
                       now=None) -> dict:
     """What a backfill would fetch, per symbol and in total; nothing is started or stored.
 
-    Raises PlanTooLarge (a TriggerError) beyond BACKFILL_MAX_CHUNKS chunks, as soon as the
+    Raises PlanTooLarge (a InputError) beyond BACKFILL_MAX_CHUNKS chunks, as soon as the
     symbols counted so far pass it; no chunk is built here (backfill_create builds them)."""
     now = now or timezone.now()
     collect.series_required(collector=collector, what="backfills")
     if start and end and end < start:
-        raise collect.TriggerError("end_date", "end_date is before start_date.")
+        raise InputError("end_date", "end_date is before start_date.")
     if start and start > now:
-        raise collect.TriggerError("start_date", "start_date is in the future.")
+        raise InputError("start_date", "start_date is in the future.")
     lo, hi = _window(collector, start, end, now)
     if symbols is None:
         symbols = collector.symbols or collect.source_for(collector).list_symbols()
@@ -336,7 +333,8 @@ def backfill_cancel(*, job: BackfillJob) -> BackfillJob:
     """Stop the job; chunks in flight stop after their page; stored data stays."""
     if not job.transition(BackfillJob.ACTIVE, status=BackfillJob.CANCELLED,
                            error="Cancelled by request.", finished_at=timezone.now()):
-        raise BackfillNotActive(f"Backfill {job.pk} is {job.status}; only queued or running jobs can be cancelled.")
+        raise NotActive(f"Backfill {job.pk} is {job.status}; only queued or running jobs can be cancelled.",
+                        status=job.status)
     job.chunks.filter(status=BackfillChunk.PENDING).update(status=BackfillChunk.CANCELLED,
                                                           finished_at=timezone.now())
     log.info("backfill_cancelled", backfill_id=job.pk)
@@ -356,7 +354,7 @@ def backfill_retry_failed(*, job: BackfillJob) -> int:
         if not job.transition([BackfillJob.COMPLETE, BackfillJob.PARTIAL, BackfillJob.FAILED,
                                 BackfillJob.CANCELLED], status=BackfillJob.RUNNING, error="",
                                finished_at=None):
-            raise BackfillNotActive(f"Backfill {job.pk} is {job.status}; wait until it has finished.")
+            raise NotActive(f"Backfill {job.pk} is {job.status}; wait until it has finished.", status=job.status)
         pks = list(job.chunks.filter(status__in=retry).values_list("pk", flat=True))
         for i in range(0, len(pks), 1000):
             job.chunks.filter(pk__in=pks[i:i + 1000]).update(status=BackfillChunk.PENDING, error="",

@@ -64,7 +64,7 @@ def _collect_action(mode):
                     'Not started: <a href="{}">run {}</a> of {} is already {}.',
                     reverse("admin:collectors_collectionrun_change", args=[conflict.run.pk]),
                     conflict.run.pk, collector.slug, conflict.run.status))
-            except services.TriggerError as error:
+            except services.InputError as error:
                 messages.error(request, f"Not started for {collector.slug}: {error.message}")
             else:
                 messages.success(request, format_html(
@@ -106,7 +106,7 @@ class CollectorAdmin(admin.ModelAdmin):
             try:
                 audit = audit_start(collector=collector, sample_size=settings.AUDIT_SAMPLE_SIZE,
                                     triggered_by=f"admin:{request.user.get_username()}")
-            except services.TriggerError as error:
+            except services.InputError as error:
                 messages.error(request, error.message)
                 continue
             messages.success(request, format_html(

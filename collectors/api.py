@@ -27,11 +27,11 @@ from collectors.models import (
     Collector,
     RateWindow,
     RunEvent,
-    RunNotActive,
     RunSymbol,
 )
 from collectors.outbound import MASK as MASK_USERINFO, mask_url
 from config.api import CursorPagination, iso
+from config.errors import NotActive
 from config.negotiation import ContentNegotiation
 
 log = structlog.get_logger(__name__)
@@ -278,7 +278,7 @@ class RunCancel(ApiView, APIView):
         run = generics.get_object_or_404(CollectionRun.objects.select_related("collector"), pk=pk)
         try:
             services.run_cancel(run=run)
-        except RunNotActive as error:
+        except NotActive as error:
             run.refresh_from_db(fields=["status"])
             return Response({"detail": str(error), "status": run.status}, status=status.HTTP_409_CONFLICT)
         return Response(RunDetailSerializer(run).data)
@@ -340,7 +340,7 @@ class CollectTrigger(ApiView, APIView):
             run = services.run_trigger(collector=collector, mode=data["mode"],
                                        start=data.get("start_date"), end=data.get("end_date"),
                                        symbols=data.get("symbols"), triggered_by=who(request))
-        except services.TriggerError as error:
+        except services.InputError as error:
             extra = {"choices": error.choices} if error.choices is not None else {}
             return Response({"success": False, "detail": error.message, error.field: [error.message],
                              **extra}, status=status.HTTP_400_BAD_REQUEST)
@@ -360,7 +360,7 @@ class RunRetryFailed(ApiView, APIView):
         run = generics.get_object_or_404(CollectionRun.objects.select_related("collector"), pk=pk)
         try:
             new = services.run_retry_failed(run=run, triggered_by=who(request))
-        except services.TriggerError as error:
+        except services.InputError as error:
             return Response({"success": False, "detail": error.message, error.field: [error.message]},
                             status=status.HTTP_400_BAD_REQUEST)
         except services.RunConflict as conflict:

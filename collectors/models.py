@@ -17,10 +17,7 @@ from rest_framework_api_key.models import AbstractAPIKey
 
 from collectors import sources
 from collectors.fields import ExactDecimalField
-
-
-class RunNotActive(Exception):
-    """A state change that needs a queued or running run was asked of a finished one."""
+from config.errors import NotActive
 
 
 def default_beginning_date():
@@ -188,7 +185,8 @@ class CollectionRun(JobTransitions, models.Model):
 
     def cancel(self):
         if not self.mark_finished(self.CANCELLED, error="Cancelled by request."):
-            raise RunNotActive(f"Run {self.pk} is {self.status}; only queued or running runs can be cancelled.")
+            raise NotActive(f"Run {self.pk} is {self.status}; only queued or running runs can be cancelled.",
+                            status=self.status)
         self.symbols.filter(status=RunSymbol.PENDING).update(status=RunSymbol.CANCELLED,
                                                                finished_at=timezone.now())
 

@@ -27,6 +27,7 @@ from collectors.models import Candle, CollectionRun, Collector, RunSymbol, WorkI
 from collectors.sources import SourceError
 from collectors.storage import upsert_candles
 from config.api import iso
+from config.errors import InputError, RunConflict
 from quality.models import QuarantinedRow, Revision
 from quality.rules import FIELDS as REVISED_FIELDS, compare_stored, split_valid
 
@@ -41,23 +42,6 @@ EVENTS_UNTIL = datetime(2100, 1, 1, tzinfo=dt_timezone.utc)  # no end asked: wha
 # After this many pages in a row failed (after their retries), the upstream or the database is
 # down rather than one range bad: the symbol stops and the rest is left missing for gap_fill.
 MAX_FAILED_PAGES_IN_A_ROW = 3
-
-
-class TriggerError(Exception):
-    """Bad input for a trigger; `field` names what to fix."""
-
-    def __init__(self, field: str, message: str, *, choices=None):
-        super().__init__(message)
-        self.field, self.message, self.choices = field, message, choices
-
-
-class RunConflict(Exception):
-    """The collector already has a queued or running run."""
-
-    def __init__(self, run: CollectionRun):
-        state = run.status if run.is_active else f"{run.status}, a symbol of it still stopping"
-        super().__init__(f"Collector {run.collector.slug} already has run {run.pk} {state}.")
-        self.run = run
 
 
 def enqueue_task(dotted: str, *args, **kwargs) -> str:
@@ -75,12 +59,12 @@ def collector_resolve(*, slug: str | None) -> Collector:
             return Collector.objects.get(slug=slug)
         except Collector.DoesNotExist:
             slugs = list(Collector.objects.values_list("slug", flat=True))
-            raise TriggerError("collector", f"Unknown collector {slug!r}.", choices=slugs) from None
+            raise InputError("collector", f"Unknown collector {slug!r}.", choices=slugs) from None
     enabled = list(Collector.objects.filter(enabled=True))
     if len(enabled) == 1:
         return enabled[0]
     slugs = [c.slug for c in enabled]
-    raise TriggerError("collector", "Name the collector: "
+    raise InputError("collector", "Name the collector: "
                        + (f"{len(slugs)} are enabled." if slugs else "none is enabled."), choices=slugs)
 
 
@@ -92,7 +76,7 @@ def no_series_message(*, collector: Collector, what: str) -> str:
 def series_required(*, collector: Collector, what: str):
     """Refuse, naming the collector, what only makes sense for a series of periods (candles)."""
     if collector.grain is None:
-        raise TriggerError("collector", no_series_message(collector=collector, what=what))
+        raise InputError("collector", no_series_message(collector=collector, what=what))
 
 
 def symbol_known(*, collector: Collector, symbol: str) -> bool:
@@ -112,16 +96,16 @@ def symbols_validate(*, collector: Collector, symbols: list[str] | None) -> list
         return None
     symbols = [s.strip().upper() for s in symbols]
     if not symbols:
-        raise TriggerError("symbols", "Give at least one symbol, or leave symbols out for all.")
+        raise InputError("symbols", "Give at least one symbol, or leave symbols out for all.")
     malformed = [s for s in symbols if not SYMBOL_RE.match(s)]
     if malformed:
-        raise TriggerError("symbols", f"Not a symbol: {malformed[0][:40]!r}.")
+        raise InputError("symbols", f"Not a symbol: {malformed[0][:40]!r}.")
     if len(set(symbols)) != len(symbols):
-        raise TriggerError("symbols", "Symbols must not repeat.")
+        raise InputError("symbols", "Symbols must not repeat.")
     if collector.symbols:
         unknown = [s for s in symbols if s not in collector.symbols]
         if unknown:
-            raise TriggerError("symbols", f"Not a symbol of {collector.slug}: {', '.join(unknown)[:200]}.",
+            raise InputError("symbols", f"Not a symbol of {collector.slug}: {', '.join(unknown)[:200]}.",
                                choices=collector.symbols)
     return symbols
 
@@ -132,14 +116,14 @@ def run_trigger(*, collector: Collector, mode: str, start: datetime | None = Non
     """Create a queued run and hand it to the workers once the transaction commits."""
     now = now or timezone.now()
     if mode not in MODES:
-        raise TriggerError("mode", f"Unknown mode {mode!r}; use one of {', '.join(MODES)}.")
+        raise InputError("mode", f"Unknown mode {mode!r}; use one of {', '.join(MODES)}.")
     if start and end and end < start:
-        raise TriggerError("end_date", "end_date is before start_date.")
+        raise InputError("end_date", "end_date is before start_date.")
     if start and start > now:
-        raise TriggerError("start_date", "start_date is in the future.")
+        raise InputError("start_date", "start_date is in the future.")
     symbols = symbols_validate(collector=collector, symbols=symbols)
     if not collector.enabled:
-        raise TriggerError("collector", f"Collector {collector.slug} is disabled.")
+        raise InputError("collector", f"Collector {collector.slug} is disabled.")
     with transaction.atomic():
         # The row lock (MySQL) or the IMMEDIATE transaction (SQLite) serialises triggers, so
         # two at once give one run and one conflict.
@@ -619,7 +603,7 @@ def run_retry_failed(*, run: CollectionRun, triggered_by: str) -> CollectionRun:
     retry = [RunSymbol.FAILED, RunSymbol.PARTIAL, RunSymbol.CANCELLED]
     symbols = list(run.symbols.filter(status__in=retry).values_list("symbol", flat=True))
     if not symbols:
-        raise TriggerError("run", f"Run {run.pk} has no failed, partial or cancelled symbols to retry.")
+        raise InputError("run", f"Run {run.pk} has no failed, partial or cancelled symbols to retry.")
     return run_trigger(collector=run.collector, mode=run.mode, start=run.start, end=run.end,
                        symbols=symbols, triggered_by=f"{triggered_by} (retry of run {run.pk})")
 
@@ -779,6 +763,6 @@ def run_scheduled(*, collector_id: int) -> CollectionRun | None:
     except RunConflict as conflict:
         log.warning("scheduled_run_skipped", collector=collector.slug, run_id=conflict.run.pk,
                     reason=f"run {conflict.run.pk} is still {conflict.run.status}")
-    except TriggerError as error:
+    except InputError as error:
         log.warning("scheduled_run_skipped", collector=collector.slug, reason=error.message)
     return None

@@ -12,6 +12,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler, set_rollback
 
+from config.errors import InputError
+
 log = structlog.get_logger(__name__)
 
 
@@ -96,9 +98,9 @@ def exception_handler(exc, context):
     elif isinstance(exc, SuspiciousOperation):  # too many fields, and the like
         log.warning("api_suspicious_request", error=str(exc))
         return Response({"detail": "Malformed request."}, status=status.HTTP_400_BAD_REQUEST)
-    elif type(exc).__name__ == "TriggerError" and hasattr(exc, "field"):
-        # Bad input found by a service (collectors.services.TriggerError) that the view did not
-        # catch itself: still a 400 naming the field, never a 500.
+    elif isinstance(exc, InputError):
+        # Bad input found by a service that the view did not catch itself: still a 400 naming
+        # the field, never a 500.
         body = {"detail": exc.message, exc.field: [exc.message]}
         if exc.choices:
             body["choices"] = exc.choices

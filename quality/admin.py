@@ -183,7 +183,7 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
             messages.warning(request, f"Not started: run {conflict.run.pk} of {collector.slug} is already "
                                       f"{conflict.run.status}.")
             return redirect(request.path)
-        except collect.TriggerError as error:
+        except collect.InputError as error:
             messages.error(request, f"Not started: {error.message}")
             return redirect(request.path)
         messages.success(request, f"Gap fill of {symbol} on {day} queued as run {run.pk}.")

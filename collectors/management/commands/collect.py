@@ -39,7 +39,7 @@ class Command(BaseCommand):
                 end=parse_moment(end, end=True) if end else None,
                 symbols=[s for s in symbols.split(",") if s.strip()] if symbols else None,
                 triggered_by="cli", enqueue=False)
-        except services.TriggerError as error:
+        except services.InputError as error:
             hint = f" Choices: {', '.join(error.choices)}." if error.choices else ""
             raise CommandError(f"{error.field}: {error.message}{hint}") from None
         except services.RunConflict as conflict:
