@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from django.db import connection
 
-from backfills.ranges import subtract
+from collectors.times import subtract
 
 
 def _epoch_seconds(column: str) -> str:

@@ -2,10 +2,12 @@
 what runs and backfills could not fetch; backfill jobs and their chunks."""
 
 from django.db import models
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
 
-from backfills.ranges import merge
 from collectors.db import atomic_retry
-from collectors.models import JobTransitions, WorkItem
+from collectors.models import Job, WorkItem
+from collectors.times import merge
 
 
 class RangeQuerySet(models.QuerySet):
@@ -105,30 +107,22 @@ class MissingRange(SymbolRange):
                                     end=e, reason=reason[:300]) for s, e in ranges)
 
 
-class BackfillJob(JobTransitions, models.Model):
+class BackfillJob(Job):
     """A planned history fill: a collector's symbols over a date range, split into chunks."""
 
-    QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED = (
-        "queued", "running", "complete", "partial", "failed", "cancelled")
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED)]
-    ACTIVE = (QUEUED, RUNNING)
+    noun = "backfill"
 
     collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE, related_name="backfills")
     start = models.DateTimeField(help_text="First open time wanted (UTC).")
     end = models.DateTimeField(help_text="Fetch up to here, exclusive (UTC).")
     symbols = models.JSONField(default=list)
     force = models.BooleanField(default=False, help_text="Fetch and overwrite even where data exists.")
-    status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED, db_index=True)
     estimated_records = models.PositiveBigIntegerField(default=0)
     estimated_requests = models.PositiveIntegerField(default=0)
     created_by = models.CharField(max_length=120, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
     request_id = models.CharField(max_length=64, blank=True, db_index=True,
                                   help_text="The API request that created it: find all its log lines by it.")
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -136,15 +130,8 @@ class BackfillJob(JobTransitions, models.Model):
     def __str__(self):
         return f"Backfill {self.pk} ({self.collector.slug}, {self.status})"
 
-    @property
-    def is_active(self):
-        return self.status in self.ACTIVE
-
     def progress(self, now=None) -> dict:
         """Chunks and records done of total, percent (by estimated records), rate and ETA."""
-        from django.db.models import Count, Q, Sum
-        from django.utils import timezone
-
         unfinished = BackfillChunk.UNFINISHED
         agg = self.chunks.aggregate(
             total=Count("id"), done=Count("id", filter=~Q(status__in=unfinished)),
@@ -166,8 +153,6 @@ class BackfillJob(JobTransitions, models.Model):
 
     def symbol_progress(self) -> list[dict]:
         """Per symbol: chunks done of total, records, requests and failed chunks."""
-        from django.db.models import Count, Q, Sum
-
         rows = (self.chunks.values("symbol").order_by("symbol").annotate(
             chunks_total=Count("id"),
             chunks_done=Count("id", filter=~Q(status__in=BackfillChunk.UNFINISHED)),

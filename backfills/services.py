@@ -1,10 +1,10 @@
 """Backfills: estimate, plan into chunks, run the chunks on the workers, control them.
 
-Chunks are fetched by the same engine as collection runs (`collectors.services.fetch_ranges`).
+Chunks are work items of the same engine as collection runs' symbols (collectors.engine).
 """
 
 import math
-from datetime import datetime, time as dtime, timezone as dt_timezone
+from datetime import datetime
 from itertools import islice
 
 import structlog
@@ -15,26 +15,22 @@ from django.utils import timezone
 
 from backfills.gaps import coverage
 from backfills.models import BackfillChunk, BackfillJob, EmptyRange
-from backfills.ranges import ceil_time, floor_time, slots
-from collectors import services as collect
+from collectors import engine, services as collect
 from collectors.alerts import alert_raise
 from collectors.models import Collector
 from collectors.sources import SourceError
+from collectors.times import ceil_time, day_start, floor_time, iso_ranges, midnight, slots
 from config.errors import InputError, NotActive
 
 log = structlog.get_logger(__name__)
-PAGE = 1000  # rows per request of the klines source
-KLINES_WEIGHT = 2
 
 
 def _window(collector, start, end, now):
     """[lo, hi) from the inclusive user range; defaults: beginning date, end of yesterday."""
     step = collector.grain
-    beginning = datetime.combine(collector.beginning_date, dtime(0), tzinfo=dt_timezone.utc)
-    today = datetime.combine(now.astimezone(dt_timezone.utc).date(), dtime(0), tzinfo=dt_timezone.utc)
-    lo = ceil_time(start or beginning, step)
-    hi = floor_time(end, step) + step if end else today
-    return lo, min(hi, floor_time(now - collect.CLOSE_GRACE, step))
+    lo = ceil_time(start or midnight(collector.beginning_date), step)
+    hi = floor_time(end, step) + step if end else day_start(now)
+    return lo, min(hi, floor_time(now - engine.CLOSE_GRACE, step))
 
 
 MISSING_RANGES_SHOWN = 100  # per symbol in an estimate; `missing_ranges_total` counts them all
@@ -54,8 +50,8 @@ def _split(ranges, span):
 
 
 def _chunk_span(collector):
-    pages = max(1, settings.BACKFILL_BATCH_SIZE // PAGE)
-    return collector.grain * PAGE * pages
+    page = collector.source_class.page_size
+    return collector.grain * page * max(1, settings.BACKFILL_BATCH_SIZE // page)
 
 
 def _missing(collector, symbol, lo, hi, *, force):
@@ -64,15 +60,16 @@ def _missing(collector, symbol, lo, hi, *, force):
     return coverage(collector=collector, symbol=symbol, start=lo, end=hi)[0]
 
 
-def _chunk_figures(records):
-    return records, max(1, math.ceil(records / PAGE))
+def _chunk_figures(records, page):
+    """(records, requests) of a chunk of `records` candles, at `page` candles a request."""
+    return records, max(1, math.ceil(records / page))
 
 
-def _plan_totals(ranges, *, span, grain) -> tuple[int, int, int]:
+def _plan_totals(ranges, *, span, grain, page) -> tuple[int, int, int]:
     """(chunks, records, requests) of `_plan_chunks` over `ranges`, by arithmetic: every chunk
     but the last of a range spans `span` exactly, so none needs to be built to be counted."""
     chunks = records = requests = 0
-    full_records, full_requests = _chunk_figures(slots([(datetime.min, datetime.min + span)], grain))
+    full_records, full_requests = _chunk_figures(slots([(datetime.min, datetime.min + span)], grain), page)
     for start, end in ranges:
         if start >= end:
             continue
@@ -81,7 +78,7 @@ def _plan_totals(ranges, *, span, grain) -> tuple[int, int, int]:
         records += full * full_records
         requests += full * full_requests
         if rest:
-            last_records, last_requests = _chunk_figures(slots([(start, start + rest)], grain))
+            last_records, last_requests = _chunk_figures(slots([(start, start + rest)], grain), page)
             chunks += 1
             records += last_records
             requests += last_requests
@@ -89,8 +86,9 @@ def _plan_totals(ranges, *, span, grain) -> tuple[int, int, int]:
 
 
 def _plan_chunks(collector, symbol, ranges):
+    page = collector.source_class.page_size
     for start, end in _split(ranges, _chunk_span(collector)):
-        records, requests = _chunk_figures(slots([(start, end)], collector.grain))
+        records, requests = _chunk_figures(slots([(start, end)], collector.grain), page)
         yield {"symbol": symbol, "start": start, "end": end, "records": records, "requests": requests}
 
 
@@ -123,13 +121,14 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
         raise InputError("start_date", "start_date is in the future.")
     lo, hi = _window(collector, start, end, now)
     if symbols is None:
-        symbols = collector.symbols or collect.source_for(collector).list_symbols()
-    span, grain = _chunk_span(collector), collector.grain
+        symbols = collector.symbols or engine.source_for(collector).list_symbols()
+    span, grain, source = _chunk_span(collector), collector.grain, collector.source_class
     per_symbol, plan = [], []
     chunks = records = requests = probes = 0
     for number, symbol in enumerate(symbols, 1):
         ranges = _missing(collector, symbol, lo, hi, force=force)
-        symbol_chunks, symbol_records, symbol_requests = _plan_totals(ranges, span=span, grain=grain)
+        symbol_chunks, symbol_records, symbol_requests = _plan_totals(ranges, span=span, grain=grain,
+                                                                      page=source.page_size)
         chunks += symbol_chunks
         if chunks > settings.BACKFILL_MAX_CHUNKS:
             raise _too_large(chunks=chunks, counted=number, symbols=len(symbols), symbol=symbol,
@@ -139,12 +138,12 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
         records += symbol_records
         requests += symbol_requests
         plan.append((symbol, ranges))
-        per_symbol.append({"symbol": symbol, "missing_ranges": collect.iso_ranges(ranges[:MISSING_RANGES_SHOWN]),
+        per_symbol.append({"symbol": symbol, "missing_ranges": iso_ranges(ranges[:MISSING_RANGES_SHOWN]),
                            "missing_ranges_total": len(ranges), "chunks": symbol_chunks,
                            "records": symbol_records, "requests": symbol_requests + probe})
     # An upper bound for never-collected symbols: chunks before their listing are skipped.
     requests += probes
-    weight = requests * KLINES_WEIGHT
+    weight = requests * source.request_weight
     seconds = weight / settings.EXCHANGE_WEIGHT_BUDGET * settings.EXCHANGE_WEIGHT_WINDOW_SECONDS
     return {"collector": collector.slug, "start": lo, "end": hi, "force": force,
             "estimated_records": records, "estimated_requests": requests, "estimated_weight": weight,
@@ -163,9 +162,9 @@ def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now
     rows = []
     for symbol in symbols:
         missing, no_data = coverage(collector=collector, symbol=symbol, start=lo, end=hi)
-        rows.append({"symbol": symbol, "missing": collect.iso_ranges(missing[:GAPS_RANGES_SHOWN]),
+        rows.append({"symbol": symbol, "missing": iso_ranges(missing[:GAPS_RANGES_SHOWN]),
                      "missing_ranges_total": len(missing), "missing_candles": slots(missing, collector.grain),
-                     "no_data": collect.iso_ranges(no_data[:GAPS_RANGES_SHOWN]),
+                     "no_data": iso_ranges(no_data[:GAPS_RANGES_SHOWN]),
                      "no_data_ranges_total": len(no_data), "no_data_candles": slots(no_data, collector.grain)})
     return {"collector": collector.slug, "start": lo.isoformat().replace("+00:00", "Z"),
             "end": hi.isoformat().replace("+00:00", "Z"), "symbols": rows}
@@ -182,7 +181,7 @@ def backfill_create(*, collector: Collector, start=None, end=None, symbols=None,
         job = BackfillJob.objects.create(
             collector=collector, start=estimate["start"], end=estimate["end"],
             symbols=[s["symbol"] for s in estimate["symbols"]], force=force, created_by=created_by,
-            request_id=collect.current_request_id(), estimated_records=estimate["estimated_records"],
+            request_id=engine.current_request_id(), estimated_records=estimate["estimated_records"],
             estimated_requests=estimate["estimated_requests"])
         # Built and inserted a batch at a time: a job of BACKFILL_MAX_CHUNKS chunks never
         # holds them all in memory (bulk_create makes a list of whatever it is given).
@@ -198,7 +197,7 @@ def backfill_create(*, collector: Collector, start=None, end=None, symbols=None,
 
 
 def _enqueue_job(job_id):
-    task_id = collect.enqueue_task("backfills.tasks.backfill_execute", job_id,
+    task_id = engine.enqueue_task("backfills.tasks.backfill_execute", job_id,
                                     task_name=f"backfill-{job_id}", group=f"backfill-{job_id}")
     BackfillJob.objects.filter(pk=job_id).update(task_id=task_id or "")
 
@@ -210,7 +209,7 @@ def _enqueue_chunks(job_id, pks):
 
 def _send_chunks(job_id, pks):
     for pk in pks:
-        collect.enqueue_task("backfills.tasks.chunk_execute", pk, group=f"backfill-{job_id}")
+        engine.enqueue_task("backfills.tasks.chunk_execute", pk, group=f"backfill-{job_id}")
 
 
 def backfill_start(*, job_id: int, inline: bool = False):
@@ -218,12 +217,12 @@ def backfill_start(*, job_id: int, inline: bool = False):
     job = BackfillJob.objects.select_related("collector").filter(pk=job_id).first()
     if job is None or not job.is_active:
         return job
-    with collect.log_context(backfill_id=job.pk, collector=job.collector.slug, request_id=job.request_id):
+    with engine.log_context(backfill_id=job.pk, collector=job.collector.slug, request_id=job.request_id):
         return _backfill_start(job, inline=inline)
 
 
 def _backfill_start(job, *, inline):
-    if job.transition([BackfillJob.QUEUED], status=BackfillJob.RUNNING, started_at=timezone.now()):
+    if job.mark_running():
         _probe_listings(job, job.collector)
     # Interleaved by symbol, so a job of many symbols progresses on all of them together.
     pending = list(job.chunks.filter(status=BackfillChunk.PENDING).order_by("start", "symbol")
@@ -243,31 +242,20 @@ def chunk_collect(*, chunk_id: int):
     if chunk is None or not chunk.claim(lease_seconds=settings.RUN_LEASE_SECONDS):
         return chunk
     job = chunk.job
-    with collect.log_context(backfill_id=job.pk, collector=job.collector.slug, symbol=chunk.symbol,
+    with engine.log_context(backfill_id=job.pk, collector=job.collector.slug, symbol=chunk.symbol,
                              request_id=job.request_id):
         return _chunk_collect(chunk)
 
 
 def _chunk_collect(chunk):
     job, collector = chunk.job, chunk.job.collector
-    ranges = [(chunk.start, chunk.end)]  # what is left unfetched if planning itself fails
-    try:
-        ranges = _missing(collector, chunk.symbol, chunk.start, chunk.end, force=job.force)
-        if not ranges:
-            status, missing, error = BackfillChunk.SKIPPED, [], ""
-        else:
-            status, missing, error = collect.fetch_ranges(
-                collector=collector, symbol=chunk.symbol, ranges=ranges, item=chunk,
-                origin={"backfill_id": job.pk}, may_overlap=job.force, is_cancelled=lambda: BackfillJob.objects.filter(
-                    pk=job.pk, status=BackfillJob.CANCELLED).exists())
-    except collect.LeaseLost:
+    if not engine.item_collect(
+            item=chunk, collector=collector, origin={"backfill_id": job.pk}, crashed_event="chunk_crashed",
+            plan=lambda: _missing(collector, chunk.symbol, chunk.start, chunk.end, force=job.force),
+            unplanned=[(chunk.start, chunk.end)], may_overlap=job.force, is_cancelled=job.was_cancelled):
         return chunk  # another worker has it now and will finish it
-    except Exception as exc:  # never leave a chunk 'running' because of a bug
-        log.exception("chunk_crashed")
-        status, missing, error = BackfillChunk.FAILED, ranges, f"{type(exc).__name__}: {exc}"
-    collect.item_finish(item=chunk, collector=collector, status=status, missing=missing, error=error)
     backfill_finish_if_done(job_id=job.pk)
-    collect.work_recover(backfill_id=job.pk)
+    backfills_recover(backfill_id=job.pk)
     return chunk
 
 
@@ -284,7 +272,7 @@ def _needs_listing_probe(collector, symbol, chunk_count) -> bool:
 def _probe_listings(job, collector):
     """Ask once per never-collected symbol where its data begins (its listing) and record the
     span before it as empty, so its chunks there are skipped instead of fetched one by one."""
-    source = collect.source_for(collector)
+    source = engine.source_for(collector)
     first_time = getattr(source, "first_time", None)
     if first_time is None or job.force:
         return
@@ -319,9 +307,9 @@ def backfill_finish_if_done(*, job_id: int):
     status, bad = outcome
     error = (f"{bad} of {sum(counts.values())} chunks failed or are partial; retry them with retry-failed."
              if bad else "")
-    if job.transition([BackfillJob.RUNNING], status=status, error=error, finished_at=timezone.now()):
+    if job.mark_finished(status, error=error):
         log.info("backfill_finished", backfill_id=job.pk, status=status, **counts)
-        collect.snapshot_after(collector_id=job.collector_id)
+        engine.snapshot_after(collector_id=job.collector_id)
         if status == BackfillJob.FAILED:
             alert_raise(kind="backfill_failed", key=f"backfill_failed:{job.pk}",
                         summary=f"Backfill {job.pk} of {job.collector.slug} failed: {error}",
@@ -331,15 +319,12 @@ def backfill_finish_if_done(*, job_id: int):
 
 def backfill_cancel(*, job: BackfillJob) -> BackfillJob:
     """Stop the job; chunks in flight stop after their page; stored data stays."""
-    if not job.transition(BackfillJob.ACTIVE, status=BackfillJob.CANCELLED,
-                           error="Cancelled by request.", finished_at=timezone.now()):
-        raise NotActive(f"Backfill {job.pk} is {job.status}; only queued or running jobs can be cancelled.",
-                        status=job.status)
+    job.cancel()
     job.chunks.filter(status=BackfillChunk.PENDING).update(status=BackfillChunk.CANCELLED,
                                                           finished_at=timezone.now())
     log.info("backfill_cancelled", backfill_id=job.pk)
     # What chunks never started would have fetched stays findable for gap_fill.
-    collect.cancelled_missing(items=job.chunks.filter(status=BackfillChunk.CANCELLED, started_at__isnull=True),
+    engine.cancelled_missing(items=job.chunks.filter(status=BackfillChunk.CANCELLED, started_at__isnull=True),
                               collector=job.collector, ranges=lambda chunk: [(chunk.start, chunk.end)])
     return job
 
@@ -351,9 +336,7 @@ def backfill_retry_failed(*, job: BackfillJob) -> int:
     ran still has that task, which claims it now that it is pending again (WorkItem.claim)."""
     retry = [BackfillChunk.FAILED, BackfillChunk.PARTIAL, BackfillChunk.CANCELLED]
     with transaction.atomic():
-        if not job.transition([BackfillJob.COMPLETE, BackfillJob.PARTIAL, BackfillJob.FAILED,
-                                BackfillJob.CANCELLED], status=BackfillJob.RUNNING, error="",
-                               finished_at=None):
+        if not job.reopen():
             raise NotActive(f"Backfill {job.pk} is {job.status}; wait until it has finished.", status=job.status)
         pks = list(job.chunks.filter(status__in=retry).values_list("pk", flat=True))
         for i in range(0, len(pks), 1000):
@@ -367,3 +350,22 @@ def backfill_retry_failed(*, job: BackfillJob) -> int:
         backfill_finish_if_done(job_id=job.pk)
     log.info("backfill_retry_failed", backfill_id=job.pk, chunks=len(pks), enqueued=len(send))
     return len(pks)
+
+
+def backfills_recover(*, backfill_id: int | None = None, now=None) -> int:
+    """Hand backfill chunks abandoned by dead workers to live ones (see collectors.engine
+    .requeue_abandoned), and queued jobs whose task vanished; returns how many chunks were sent."""
+    now = now or timezone.now()
+    queue_empty = engine.queue_is_empty()
+    jobs = BackfillJob.objects.filter(status=BackfillJob.RUNNING)
+    queued = BackfillJob.objects.filter(status=BackfillJob.QUEUED, created_at__lt=engine.lease_expired_before(now))
+    if backfill_id:
+        jobs, queued = jobs.filter(pk=backfill_id), queued.filter(pk=backfill_id)
+    requeued = engine.requeue_abandoned(
+        BackfillChunk.objects.filter(job__in=jobs), task="backfills.tasks.chunk_execute", owner_field="job_id",
+        group="backfill", now=now, queue_empty=queue_empty)
+    if queue_empty:
+        for job_pk in queued.values_list("pk", flat=True):
+            log.warning("backfill_requeued", backfill_id=job_pk)
+            engine.enqueue_task("backfills.tasks.backfill_execute", job_pk, group=f"backfill-{job_pk}")
+    return requeued

@@ -63,9 +63,9 @@ def recover_on_worker_start(sender, proc_name, **kwargs):
     before it spawns workers, so this runs on a fresh connection."""
     import structlog
 
-    from collectors.services import work_recover
+    from collectors.tasks import runs_recover  # the models are not loaded when apps.py is imported
 
     try:
-        work_recover()
+        runs_recover()
     except Exception:  # recovery must never stop a worker from starting
         structlog.get_logger(__name__).exception("recover_on_worker_start_failed")

@@ -19,6 +19,10 @@ from collectors import sources
 from collectors.fields import ExactDecimalField
 from config.errors import NotActive
 
+# How a run chooses its ranges (collectors.engine.plan_ranges): history up to yesterday, what
+# came since the last stored candle, or the holes (and what earlier work could not fetch).
+MODES = ("backward", "forward", "gap_fill")
+
 
 def default_beginning_date():
     return settings.COLLECTOR_BEGINNING_DATE
@@ -110,49 +114,29 @@ def _progress_aggregates(prefix=""):
             "p_records": Sum(f"{prefix}records"), "p_requests": Sum(f"{prefix}requests")}
 
 
-class JobTransitions:
-    """Status changes of a job (a collection run, a backfill job) as conditional UPDATEs, like
-    WorkItem.claim: of two workers, or a worker and a cancel, exactly one wins."""
+class Job(models.Model):
+    """A job (a collection run, a backfill, a drift audit): a status, its times, its error.
 
-    def transition(self, from_statuses, **changes) -> bool:
-        """Set `changes` if the job's status is still one of `from_statuses`; False otherwise
-        (someone else moved it first). The instance follows the row."""
-        updated = type(self).objects.filter(pk=self.pk, status__in=from_statuses).update(**changes)
-        if updated:
-            for key, value in changes.items():
-                setattr(self, key, value)
-        return bool(updated)
+    Every status change is a public method made of one conditional UPDATE (`transition`), like
+    WorkItem.claim: of two workers, or a worker and a cancel, exactly one wins, and the loser
+    learns it from the return value (or a NotActive error) instead of overwriting the winner.
+    """
 
-
-class CollectionRun(JobTransitions, models.Model):
     QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED = (
         "queued", "running", "complete", "partial", "failed", "cancelled")
     STATUSES = [(s, s) for s in (QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED)]
     ACTIVE = (QUEUED, RUNNING)
-    MODES = [(m, m) for m in ("backward", "forward", "gap_fill")]
+    FINISHED = (COMPLETE, PARTIAL, FAILED, CANCELLED)
+    noun = "job"  # in messages: "Run 5 is complete; ..."
 
-    collector = models.ForeignKey(Collector, on_delete=models.CASCADE, related_name="runs")
-    mode = models.CharField(max_length=16, choices=MODES)
     status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED, db_index=True)
-    start = models.DateTimeField(null=True, blank=True, help_text="Requested start (UTC).")
-    end = models.DateTimeField(null=True, blank=True, help_text="Requested end (UTC).")
-    requested_symbols = models.JSONField(default=list, blank=True)
-    triggered_by = models.CharField(max_length=120, blank=True)
-    task_id = models.CharField(max_length=64, blank=True)
-    request_id = models.CharField(max_length=64, blank=True, db_index=True,
-                                  help_text="The API request that started it: find all its log lines by it.")
     error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = RunQuerySet.as_manager()
-
     class Meta:
-        ordering = ["-id"]
-
-    def __str__(self):
-        return f"Run {self.pk} ({self.collector.slug}, {self.mode}, {self.status})"
+        abstract = True
 
     @property
     def is_active(self):
@@ -163,6 +147,70 @@ class CollectionRun(JobTransitions, models.Model):
         if not self.started_at:
             return None
         return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+    def transition(self, from_statuses, *, also: Q | None = None, **changes) -> bool:
+        """Set `changes` if the job's status is still one of `from_statuses` (and `also` holds);
+        False otherwise (someone else moved it first). The instance follows the row."""
+        rows = type(self).objects.filter(pk=self.pk, status__in=from_statuses)
+        updated = (rows.filter(also) if also is not None else rows).update(**changes)
+        if updated:
+            for key, value in changes.items():
+                setattr(self, key, value)
+        return bool(updated)
+
+    def mark_running(self) -> bool:
+        """Queued -> running; False if it was not queued any more."""
+        return self.transition([self.QUEUED], status=self.RUNNING, started_at=timezone.now())
+
+    def claim(self, *, stale_before: datetime) -> bool:
+        """Take the job for the calling worker: queued, or running since before `stale_before`
+        (its worker died). False if another worker has it or it has finished."""
+        return self.transition([self.QUEUED, self.RUNNING],
+                               also=Q(status=self.QUEUED) | Q(started_at__lt=stale_before),
+                               status=self.RUNNING, started_at=timezone.now())
+
+    def mark_finished(self, status, *, error="", **results) -> bool:
+        """Close a queued or running job with its outcome; False if someone else closed it first."""
+        return self.transition(self.ACTIVE, status=status, error=error[:5000], finished_at=timezone.now(),
+                               **results)
+
+    def cancel(self):
+        """Stop a queued or running job; NotActive if it has finished."""
+        if not self.mark_finished(self.CANCELLED, error="Cancelled by request."):
+            self.refresh_from_db(fields=["status"])
+            raise NotActive(f"{self.noun.capitalize()} {self.pk} is {self.status}; only queued or running "
+                            f"{self.noun}s can be cancelled.", status=self.status)
+
+    def reopen(self) -> bool:
+        """A finished job running again (a retry of its failed items); False if it is active."""
+        return self.transition(self.FINISHED, status=self.RUNNING, error="", finished_at=None)
+
+    def was_cancelled(self) -> bool:
+        """Whether the job is cancelled now (read from the database: a cancel from elsewhere)."""
+        return type(self).objects.filter(pk=self.pk, status=self.CANCELLED).exists()
+
+
+class CollectionRun(Job):
+    noun = "run"
+
+    collector = models.ForeignKey(Collector, on_delete=models.CASCADE, related_name="runs")
+    mode = models.CharField(max_length=16, choices=[(m, m) for m in MODES])
+    start = models.DateTimeField(null=True, blank=True, help_text="Requested start (UTC).")
+    end = models.DateTimeField(null=True, blank=True, help_text="Requested end (UTC).")
+    requested_symbols = models.JSONField(default=list, blank=True)
+    triggered_by = models.CharField(max_length=120, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True,
+                                  help_text="The API request that started it: find all its log lines by it.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"Run {self.pk} ({self.collector.slug}, {self.mode}, {self.status})"
 
     def progress(self) -> dict:
         """Symbols done and records stored so far, from the per-symbol rows (one query)."""
@@ -175,18 +223,8 @@ class CollectionRun(JobTransitions, models.Model):
                 "requests": agg["p_requests"] or 0,
                 "percent": round(100.0 * done / total, 1) if total else (100.0 if not self.is_active else 0.0)}
 
-    def mark_running(self) -> bool:
-        return self.transition([self.QUEUED], status=self.RUNNING, started_at=timezone.now())
-
-    def mark_finished(self, status, *, error="") -> bool:
-        """Close a running (or queued) run; False if someone else closed it first."""
-        return self.transition(self.ACTIVE, status=status, error=error[:5000],
-                                finished_at=timezone.now())
-
     def cancel(self):
-        if not self.mark_finished(self.CANCELLED, error="Cancelled by request."):
-            raise NotActive(f"Run {self.pk} is {self.status}; only queued or running runs can be cancelled.",
-                            status=self.status)
+        super().cancel()
         self.symbols.filter(status=RunSymbol.PENDING).update(status=RunSymbol.CANCELLED,
                                                                finished_at=timezone.now())
 
@@ -301,10 +339,12 @@ class WorkItem(models.Model):
 
     def mark_finished(self, status, *, missing_ranges=(), error="") -> bool:
         """Record the outcome; False if the item is no longer ours."""
-        done = self._mine().update(status=status, missing_ranges=list(missing_ranges), error=error[:5000],
-                                   finished_at=timezone.now())
+        changes = {"status": status, "missing_ranges": list(missing_ranges), "error": error[:5000],
+                   "finished_at": timezone.now()}
+        done = self._mine().update(**changes)
         if done:
-            self.status = status
+            for key, value in changes.items():
+                setattr(self, key, value)
         return bool(done)
 
 

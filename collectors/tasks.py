@@ -1,6 +1,7 @@
 """django-q2 task entry points: ids in, one service call each (delivered at least once)."""
 
-from collectors import services
+from backfills import services as backfills
+from collectors import alerts, services
 
 
 def run_execute(run_id: int):
@@ -17,21 +18,18 @@ def run_scheduled(collector_id: int):
 
 
 def runs_recover():
-    """Scheduled: re-queue work of dead workers (collection runs and backfill chunks)."""
-    return services.work_recover()
+    """Scheduled, and at every worker start: re-queue work of dead workers, each app's own
+    (collection runs' symbols, backfill chunks); returns how many items were sent again."""
+    return services.runs_recover() + backfills.backfills_recover()
 
 
 def alert_send(alert_id: int):
-    from collectors.alerts import alert_send
-
-    alert_send(alert_id=alert_id)
+    alerts.alert_send(alert_id=alert_id)
 
 
 def alerts_check():
     """Scheduled (every ALERT_CHECK_INTERVAL_MINUTES): stale data and the error rate."""
-    from collectors.alerts import alerts_check
-
-    return alerts_check()
+    return alerts.alerts_check()
 
 
 def housekeeping():

@@ -214,7 +214,6 @@ def env_date(name, default):
 COLLECTOR_BEGINNING_DATE = env_date("COLLECTOR_BEGINNING_DATE",
                                     env("COLLECTION_START_DATE", default="2025-01-01"))
 COLLECTION_SCHEDULE = env("COLLECTION_SCHEDULE", default="0 */6 * * *")
-TOP_N_CRYPTOS = env_positive("TOP_N_CRYPTOS", 100)
 ENABLE_RATE_LIMITING = env.bool("ENABLE_RATE_LIMITING", default=True)
 # Request weight per window shared by every worker on every machine (Binance: 6000/minute
 # per IP; we keep headroom for anything else that uses the same address).

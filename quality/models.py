@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from collectors.models import Job
+
 
 class QuarantinedRow(models.Model):
     collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE, related_name="quarantined")
@@ -70,14 +72,15 @@ class QualitySnapshot(models.Model):
         return f"{self.collector} {self.taken_at:%Y-%m-%d %H:%M} score {self.score}"
 
 
-class DriftAudit(models.Model):
+class DriftAudit(Job):
     """Re-fetch a random sample of stored candles and compare: does the source still agree?"""
 
-    QUEUED, RUNNING, COMPLETE, FAILED = "queued", "running", "complete", "failed"
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, COMPLETE, FAILED)]
+    noun = "audit"
+    # An audit is never partial, nor cancelled.
+    STATUSES = [(s, s) for s in (Job.QUEUED, Job.RUNNING, Job.COMPLETE, Job.FAILED)]
 
     collector = models.ForeignKey("collectors.Collector", on_delete=models.CASCADE, related_name="audits")
-    status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED, db_index=True)
+    status = models.CharField(max_length=16, choices=STATUSES, default=Job.QUEUED, db_index=True)
     sample_size = models.PositiveIntegerField()
     sampled = models.PositiveIntegerField(default=0, help_text="stored candles compared")
     differing = models.PositiveIntegerField(default=0, help_text="candles whose values changed at the source")
@@ -86,10 +89,6 @@ class DriftAudit(models.Model):
                                    help_text='[{"symbol", "open_time", "field", "stored", "source"}, ...]')
     requests = models.PositiveIntegerField(default=0)
     triggered_by = models.CharField(max_length=100, blank=True)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -3,31 +3,27 @@
 import random
 import time
 from collections import defaultdict
-from datetime import date, datetime, time as dtime, timedelta, timezone as dt_timezone
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta, timezone as dt_timezone
 
 import structlog
 from django.apps import apps as django_apps
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from backfills.gaps import coverage
 from backfills.models import BackfillChunk, BackfillJob, EmptyRange
-from backfills.ranges import floor_time, slots
+from collectors.engine import CLOSE_GRACE, enqueue_task, source_for, stored_values
 from collectors.models import Candle, CollectionRun, Collector, RunSymbol
-from collectors.services import CLOSE_GRACE, series_required, source_for, stored_values, utc_from_ms
+from collectors.services import series_required
 from collectors.sources import SourceError
-from config.api import iso
+from collectors.times import floor_time, iso, midnight, slots, utc_from_ms
 from quality.models import DriftAudit, QualitySnapshot, QuarantinedRow
 from quality.rules import RULES, compare_stored, kline_violations, record_to_kline
 
 log = structlog.get_logger(__name__)
-
-
-def _midnight(day: date) -> datetime:
-    """The start of a UTC day."""
-    return datetime.combine(day, dtime(0), tzinfo=dt_timezone.utc)
 
 
 def quality_report(*, collector: Collector, symbol: str | None = None, now: datetime | None = None) -> dict:
@@ -43,7 +39,7 @@ def quality_report(*, collector: Collector, symbol: str | None = None, now: date
     if collector.grain is None:
         return _events_report(collector=collector, symbol=symbol, now=now)
     step, series = collector.grain, collector.series
-    start = _midnight(collector.beginning_date)
+    start = midnight(collector.beginning_date)
     end = floor_time(now - CLOSE_GRACE, step)  # the last closed candle, as forward runs use
     candles = Candle.objects.filter(collector=collector, interval=series, open_time__gte=start, open_time__lt=end)
     stored = {r["symbol"]: r for r in candles.values("symbol").annotate(n=Count("id"), last=Max("open_time"))}
@@ -129,7 +125,7 @@ def _events_report(*, collector: Collector, symbol: str | None, now: datetime) -
     freshest = [r["freshness_seconds"] for r in rows if r["freshness_seconds"] is not None]
     return {"collector": collector.slug, "records_kind": "events",
             "symbols_without_records": sum(r["records"] == 0 for r in rows),
-            "start": iso(_midnight(collector.beginning_date)),
+            "start": iso(midnight(collector.beginning_date)),
             "end": iso(now), "total_records": valid + bad, "valid_records": valid, "invalid_records": bad,
             "duplicate_records": sum(r["duplicate_records"] for r in rows), "revisions": 0,
             "validation_errors": [f"{rule}: {descriptions.get(rule, rule)} ({n})" for rule, n in rules],
@@ -226,14 +222,11 @@ DAY_COUNT_THREADS = 4  # database connections that count the coverage map's days
 def audit_start(*, collector: Collector, sample_size: int, triggered_by: str,
                 enqueue: bool = True) -> DriftAudit:
     """Create a queued audit and hand it to the workers once the transaction commits."""
-    from django.db import transaction
-    from django_q.tasks import async_task
-
     series_required(collector=collector, what="drift audits")
     audit = DriftAudit.objects.create(collector=collector, sample_size=sample_size, triggered_by=triggered_by)
     if enqueue:
-        transaction.on_commit(lambda: async_task("quality.tasks.audit_execute", audit.pk,
-                                                 task_name=f"audit-{audit.pk}"))
+        transaction.on_commit(lambda: enqueue_task("quality.tasks.audit_execute", audit.pk,
+                                                   task_name=f"audit-{audit.pk}"))
     log.info("audit_started", audit_id=audit.pk, collector=collector.slug, sample_size=sample_size)
     return audit
 
@@ -250,12 +243,9 @@ def audit_run(*, audit_id: int, now: datetime | None = None) -> DriftAudit | Non
 
     Safe to run twice: only a queued audit (or one abandoned by a dead worker) is claimed."""
     now = now or timezone.now()
-    claimed = DriftAudit.objects.filter(pk=audit_id).filter(
-        Q(status=DriftAudit.QUEUED) | Q(status=DriftAudit.RUNNING, started_at__lt=now - AUDIT_STALE)
-    ).update(status=DriftAudit.RUNNING, started_at=now)
     audit = DriftAudit.objects.select_related("collector").filter(pk=audit_id).first()
-    if not claimed or audit is None:
-        return audit
+    if audit is None or not audit.claim(stale_before=now - AUDIT_STALE):
+        return audit  # deleted, finished, or alive in another worker
     collector = audit.collector
     source = source_for(collector)
     try:
@@ -272,16 +262,14 @@ def audit_run(*, audit_id: int, now: datetime | None = None) -> DriftAudit | Non
                 differing.add((symbol, open_ms))
                 differences.extend({"symbol": symbol, "open_time": iso(utc_from_ms(open_ms)), "field": name,
                                     "stored": old, "source": new} for name, (old, new) in changes.items())
-        DriftAudit.objects.filter(pk=audit.pk).update(
-            status=DriftAudit.COMPLETE, sampled=sampled, differing=len(differing), unavailable=unavailable,
-            differences=differences, requests=source.http.requests, finished_at=timezone.now())
+        audit.mark_finished(DriftAudit.COMPLETE, sampled=sampled, differing=len(differing),
+                            unavailable=unavailable, differences=differences, requests=source.http.requests)
         log.info("audit_finished", audit_id=audit.pk, sampled=sampled, differing=len(differing))
     except Exception as error:
         if not isinstance(error, SourceError):
             log.exception("audit_crashed", audit_id=audit.pk)
-        DriftAudit.objects.filter(pk=audit.pk).update(
-            status=DriftAudit.FAILED, error=f"{type(error).__name__}: {error}"[:2000],
-            requests=source.http.requests, finished_at=timezone.now())
+        audit.mark_finished(DriftAudit.FAILED, error=f"{type(error).__name__}: {error}"[:2000],
+                            requests=source.http.requests)
     audit.refresh_from_db()
     return audit
 
@@ -372,16 +360,16 @@ def coverage_grid(*, collector: Collector, first_day: date, last_day: date,
     now = now or timezone.now()
     step, series = collector.grain, collector.series
     day = timedelta(days=1)
-    lo = _midnight(first_day)
-    hi = _midnight(last_day) + day
-    beginning = _midnight(collector.beginning_date)
+    lo = midnight(first_day)
+    hi = midnight(last_day) + day
+    beginning = midnight(collector.beginning_date)
     window = (max(lo, beginning), min(hi, floor_time(now - CLOSE_GRACE, step)))
     days = [first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)]
     index = {d: i for i, d in enumerate(days)}
 
     def expected_of(d):  # closed, wanted slots of day d
-        midnight = _midnight(d)
-        start, end = max(midnight, window[0]), min(midnight + day, window[1])
+        day_start = midnight(d)
+        start, end = max(day_start, window[0]), min(day_start + day, window[1])
         return slots([(start, end)], step) if start < end else 0
 
     expected = [expected_of(d) for d in days]
@@ -393,7 +381,7 @@ def coverage_grid(*, collector: Collector, first_day: date, last_day: date,
         counts = no_data.get(symbol)
         start, end = max(start, window[0]), min(end, window[1])
         while counts is not None and start < end:
-            stop = min(_midnight(start.date()) + day, end)
+            stop = min(midnight(start.date()) + day, end)
             counts[index[start.date()]] += slots([(start, stop)], step)
             start = stop
     quarantined = defaultdict(int)
@@ -426,10 +414,9 @@ def _day_counts(collector: Collector, symbols: list[str], lo: datetime, hi: date
     params = [collector.pk, collector.series, None, adapt(lo), adapt(hi)]
 
     def count(names, own_connection=False):
-        from django.db import connection as conn  # this thread's connection
-
         try:
-            with conn.cursor() as cursor:
+            # django.db.connection is per thread: in a pool thread, that thread's own connection.
+            with connection.cursor() as cursor:
                 out = {}
                 for name in names:
                     params_ = params.copy()
@@ -439,13 +426,11 @@ def _day_counts(collector: Collector, symbols: list[str], lo: datetime, hi: date
                 return out
         finally:
             if own_connection:
-                conn.close()
+                connection.close()
 
     threads = min(DAY_COUNT_THREADS, len(symbols) // 8)
     if threads < 2 or connection.in_atomic_block:
         return count(symbols)
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(threads) as pool:
         parts = pool.map(lambda k: count(symbols[k::threads], own_connection=True), range(threads))
         return {name: rows for part in parts for name, rows in part.items()}
@@ -455,8 +440,8 @@ def coverage_day(*, collector: Collector, symbol: str, day: date, now: datetime 
     """One cell of the grid in detail: the missing ranges, no-data ranges and quarantined rows."""
     now = now or timezone.now()
     step = collector.grain
-    day_start, day_end = _midnight(day), _midnight(day) + timedelta(days=1)
-    start = max(day_start, _midnight(collector.beginning_date))
+    day_start, day_end = midnight(day), midnight(day) + timedelta(days=1)
+    start = max(day_start, midnight(collector.beginning_date))
     end = min(day_end, floor_time(now - CLOSE_GRACE, step))
     missing, no_data = coverage(collector=collector, symbol=symbol, start=start, end=end) \
         if start < end else ([], [])

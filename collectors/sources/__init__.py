@@ -6,7 +6,7 @@ to. Register it by adding one line to SOURCES. The guide: docs/adding-a-source.m
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib import import_module
 from typing import Callable
 from urllib.parse import urlsplit
@@ -113,6 +113,3 @@ def validate_config(kind: str, config, symbols) -> tuple[dict, list]:
         raise ConfigError({"symbols": "Must be a list of strings."})
     return source_class(kind).validate_config(config, symbols)
 
-
-def grain_of(kind: str, config: dict) -> timedelta | None:
-    return source_class(kind).grain(config)

@@ -82,6 +82,8 @@ class BinanceKlines:
     """Candles from GET /api/v3/klines, paged 1000 at a time."""
 
     weight_header = "X-MBX-USED-WEIGHT-1M"
+    page_size = PAGE_LIMIT         # candles per klines request (planning and estimates read it)
+    request_weight = KLINES_WEIGHT  # of one klines request, against the exchange's weight budget
 
     def __init__(self, config: dict, *, http: Upstream):
         self.config = config

@@ -6,7 +6,7 @@ import pytest
 
 from backfills import services
 from backfills.models import BackfillChunk, BackfillJob, EmptyRange
-from collectors import services as collect
+from collectors import engine, services as collect
 from collectors.emulator import kline
 from collectors.models import Candle, CollectionRun
 from tests.factories import CollectorFactory
@@ -115,7 +115,7 @@ def test_retry_failed_refetches_only_the_failed_chunks(api, emulator, collector)
     collector.save()
     body = {"collector": "bf", "start_date": "2024-01-01", "end_date": "2024-12-31", "symbols": ["BTCUSDT"]}
     job_id = api.post("/api/admin/backfills/", body, format="json").json()["backfill_id"]
-    real = collect.upsert_candles
+    real = engine.upsert_candles
     calls = []
 
     def fail_from_third_page(**kwargs):
@@ -124,11 +124,11 @@ def test_retry_failed_refetches_only_the_failed_chunks(api, emulator, collector)
             emulator.configure(error_rate=1.0)
         return real(**kwargs)
 
-    collect.upsert_candles = fail_from_third_page
+    engine.upsert_candles = fail_from_third_page
     try:
         job = run_inline(job_id)
     finally:
-        collect.upsert_candles = real
+        engine.upsert_candles = real
     assert job.status == BackfillJob.PARTIAL
     done_before = dict(job.chunks.filter(status="complete").values_list("pk", "requests"))
     assert done_before and job.chunks.exclude(status="complete").exists()

@@ -89,7 +89,7 @@ def test_counted_totals_equal_the_chunks_that_are_built(batch, settings):
               (utc(2024, 5, 1), utc(2024, 5, 1) + span), (utc(2024, 6, 1), utc(2024, 6, 1) + 3 * span),
               (utc(2024, 9, 1, 0, 30), utc(2025, 2, 1, 2, 15))]  # one not on the hour grid
     built = list(services._plan_chunks(collector, "X", ranges))
-    assert services._plan_totals(ranges, span=span, grain=grain) == (
+    assert services._plan_totals(ranges, span=span, grain=grain, page=collector.source_class.page_size) == (
         len(built), sum(c["records"] for c in built), sum(c["requests"] for c in built))
 
 

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone as dj_timezone
 
 from backfills.models import EmptyRange
-from collectors import services
+from collectors import engine, services
 from collectors.emulator import kline
 from collectors.models import Candle, CollectionRun, RunSymbol
 from tests.factories import CollectorFactory
@@ -143,7 +143,7 @@ def test_when_retries_run_out_the_symbol_is_partial_with_its_true_missing_ranges
     settings.CIRCUIT_BREAKER_TIMEOUT = 0.5  # the exchange dies: one breaker wait, then the symbol stops
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"],
                                  max_retries=2)
-    real_get = services.Upstream.get_json
+    real_get = engine.Upstream.get_json
     calls = []
 
     def failing_after_first_page(self, path, params=None, **kw):
@@ -152,11 +152,11 @@ def test_when_retries_run_out_the_symbol_is_partial_with_its_true_missing_ranges
             emulator.configure(error_rate=1.0)
         return real_get(self, path, params, **kw)
 
-    services.Upstream.get_json = failing_after_first_page
+    engine.Upstream.get_json = failing_after_first_page
     try:
         run = collect(collector, start=utc(2025, 1, 1), end=utc(2025, 3, 31, 23))
     finally:
-        services.Upstream.get_json = real_get
+        engine.Upstream.get_json = real_get
     item = results(run)["BTCUSDT"]
     assert run.status == CollectionRun.PARTIAL
     assert item.status == RunSymbol.PARTIAL and item.records == 1000 and item.retries >= 2
@@ -199,18 +199,18 @@ def test_cancelling_a_run_stops_it_and_keeps_what_was_stored(emulator):
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
     run = services.run_trigger(collector=collector, mode="backward", start=utc(2024, 1, 1),
                                end=utc(2024, 12, 31, 23), triggered_by="tests", enqueue=False)
-    real_upsert = services.upsert_candles
+    real_upsert = engine.upsert_candles
 
     def cancel_after_first_page(**kwargs):
         written = real_upsert(**kwargs)
         CollectionRun.objects.get(pk=run.pk).cancel()
         return written
 
-    services.upsert_candles = cancel_after_first_page
+    engine.upsert_candles = cancel_after_first_page
     try:
         services.run_start(run_id=run.pk, inline=True)
     finally:
-        services.upsert_candles = real_upsert
+        engine.upsert_candles = real_upsert
     run.refresh_from_db()
     assert run.status == CollectionRun.CANCELLED
     assert results(run)["BTCUSDT"].status == RunSymbol.CANCELLED
@@ -263,7 +263,7 @@ def test_a_bug_while_collecting_fails_the_symbol_and_frees_the_collector(emulato
     def broken(**kwargs):
         raise OverflowError("date value out of range")
 
-    monkeypatch.setattr("collectors.services.plan_ranges", broken)
+    monkeypatch.setattr("collectors.engine.plan_ranges", broken)
     run = services.run_trigger(collector=collector, mode="backward", triggered_by="tests", enqueue=False)
     services.run_start(run_id=run.pk, inline=True)
     run.refresh_from_db()

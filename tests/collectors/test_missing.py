@@ -9,7 +9,7 @@ import pytest
 from django.db import OperationalError, connection
 
 from backfills.models import EmptyRange, MissingRange
-from collectors import db, services
+from collectors import db, engine, services
 from collectors.models import Candle, RunSymbol
 from tests.collectors.test_engine import assert_exact, collect, klines_requests, ms, results, utc
 from tests.data import real_candles
@@ -83,7 +83,7 @@ def test_a_symbol_whose_only_page_fails_is_failed_and_gap_fill_still_sees_it(emu
 
 def test_a_crash_mid_symbol_records_the_unfinished_ranges_as_missing(emulator, monkeypatch):
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
-    real = services.upsert_candles
+    real = engine.upsert_candles
     calls = []
 
     def crash_on_second_page(**kwargs):
@@ -92,12 +92,12 @@ def test_a_crash_mid_symbol_records_the_unfinished_ranges_as_missing(emulator, m
             raise RuntimeError("worker bug")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "upsert_candles", crash_on_second_page)
+    monkeypatch.setattr(engine, "upsert_candles", crash_on_second_page)
     run = collect(collector, start=utc(2025, 1, 1), end=utc(2025, 3, 31, 23))
     item = results(run)["BTCUSDT"]
     assert item.status == "partial" and "RuntimeError: worker bug" in item.error
     assert missing_of(item) == [("2025-02-11T16:00:00Z", "2025-04-01T00:00:00Z")]
-    monkeypatch.setattr(services, "upsert_candles", real)
+    monkeypatch.setattr(engine, "upsert_candles", real)
     collect(collector, mode="gap_fill")
     assert_exact(collector, "BTCUSDT", utc(2025, 1, 1), utc(2025, 4, 1))
 
@@ -108,7 +108,7 @@ def test_deadlocks_are_retried_whole_and_a_page_still_locked_after_the_retries_i
     the page's transaction runs again; only when every attempt fails is the page missing."""
     monkeypatch.setattr(db, "WAIT", lambda state: 0)
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
-    real = services.upsert_candles
+    real = engine.upsert_candles
     attempts = []
 
     def deadlocking(**kwargs):
@@ -119,7 +119,7 @@ def test_deadlocks_are_retried_whole_and_a_page_still_locked_after_the_retries_i
             raise OperationalError(1213, "Deadlock found when trying to get lock; try restarting transaction")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "upsert_candles", deadlocking)
+    monkeypatch.setattr(engine, "upsert_candles", deadlocking)
     run = collect(collector, start=utc(2025, 1, 1), end=utc(2025, 3, 31, 23))
     item = results(run)["BTCUSDT"]
     assert attempts.count(ms(utc(2025, 1, 1))) == 3  # two deadlocks, then stored
@@ -128,7 +128,7 @@ def test_deadlocks_are_retried_whole_and_a_page_still_locked_after_the_retries_i
     assert missing_of(item) == [("2025-02-11T16:00:00Z", "2025-03-25T08:00:00Z")]
     # Rolled back whole: none of page 2's rows, and page 1 counted once.
     assert item.records == 2160 - 1000 and len(stored_hours(collector, "BTCUSDT")) == 1160
-    monkeypatch.setattr(services, "upsert_candles", real)
+    monkeypatch.setattr(engine, "upsert_candles", real)
     collect(collector, mode="gap_fill")
     assert_exact(collector, "BTCUSDT", utc(2025, 1, 1), utc(2025, 4, 1))
 
@@ -140,7 +140,7 @@ def test_on_sqlite_a_writer_holding_the_lock_past_the_timeout_leaves_a_page_miss
     monkeypatch.setattr(db, "WAIT", lambda state: 0)
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
     other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
-    real_get = services.Upstream.get_json
+    real_get = engine.Upstream.get_json
     klines = []
 
     def lock_during_page_two(self, path, params=None, **kw):
@@ -153,7 +153,7 @@ def test_on_sqlite_a_writer_holding_the_lock_past_the_timeout_leaves_a_page_miss
             other.execute("BEGIN IMMEDIATE")  # another process's writer takes the lock ...
         return answer
 
-    monkeypatch.setattr(services.Upstream, "get_json", lock_during_page_two)
+    monkeypatch.setattr(engine.Upstream, "get_json", lock_during_page_two)
     connection.close()
     monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.05)
     try:

@@ -1,6 +1,44 @@
-"""Pure range arithmetic on half-open [start, end) ranges. No ORM, no clock."""
+"""Time and range helpers: aware UTC datetimes, milliseconds since the epoch, half-open
+[start, end) ranges on a grid. A leaf: no ORM, no settings, no clock (`now` is passed in)."""
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
+
+UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The span any time we accept or store lies in: from the epoch (exchanges count from it) to
+# before 2100 (past that a date is a typo, and some databases' datetimes end soon after).
+EARLIEST = EPOCH
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def utc_from_ms(ms: int) -> datetime:
+    """Milliseconds since the epoch as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def ms_from_utc(moment: datetime) -> int:
+    """An aware datetime as milliseconds since the epoch."""
+    return int(moment.timestamp() * 1000)
+
+
+def midnight(day: date) -> datetime:
+    """The start of a UTC day."""
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def day_start(moment: datetime) -> datetime:
+    """The start of the UTC day `moment` falls in."""
+    return midnight(moment.astimezone(UTC).date())
+
+
+def iso(moment: datetime | None) -> str | None:
+    """An aware datetime as ISO 8601 UTC with a Z, as every answer writes times; None stays None."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
+
+
+def iso_ranges(ranges) -> list[dict]:
+    """Ranges as [{"start", "end"}] in ISO 8601, as answers and JSON fields hold them."""
+    return [{"start": iso(s), "end": iso(e)} for s, e in ranges]
 
 
 def merge(ranges):
@@ -49,7 +87,7 @@ def absent(start, end, times, step):
 
 def floor_time(moment: datetime, step: timedelta) -> datetime:
     """`moment` rounded down to a multiple of `step` since the epoch (UTC)."""
-    epoch = datetime(1970, 1, 1, tzinfo=moment.tzinfo)
+    epoch = EPOCH.replace(tzinfo=moment.tzinfo)  # naive in, naive out
     return moment - (moment - epoch) % step
 
 

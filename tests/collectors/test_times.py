@@ -1,6 +1,6 @@
 from datetime import datetime, timedelta, timezone
 
-from backfills.ranges import absent, ceil_time, floor_time, merge, subtract
+from collectors.times import absent, ceil_time, floor_time, merge, subtract
 
 H = timedelta(hours=1)
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
