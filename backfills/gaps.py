@@ -5,6 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 from django.db import connection
 
+from backfills.models import EmptyRange
+from collectors.models import Candle
 from collectors.times import subtract
 
 
@@ -31,8 +33,6 @@ def stored_gaps(*, collector_id: int, symbol: str, series: str, start: datetime,
     hole (or by nothing); the first stored row comes from an index seek. Measured on 10
     million rows (make bench-gaps): see the README.
     """
-    from collectors.models import Candle
-
     if start >= end:
         return []
     rows = Candle.objects.filter(collector_id=collector_id, symbol=symbol, interval=series,
@@ -69,8 +69,6 @@ def stored_gaps(*, collector_id: int, symbol: str, series: str, start: datetime,
 def coverage(*, collector, symbol: str, start: datetime, end: datetime):
     """(missing, no_data) in [start, end): holes in the database, minus the ranges the source
     answered empty (the ledger), and those ranges themselves."""
-    from backfills.models import EmptyRange
-
     series = collector.series
     no_data = EmptyRange.ranges(collector_id=collector.pk, symbol=symbol, series=series, start=start, end=end)
     gaps = stored_gaps(collector_id=collector.pk, symbol=symbol, series=series, start=start, end=end,
@@ -79,7 +77,5 @@ def coverage(*, collector, symbol: str, start: datetime, end: datetime):
 
 
 def last_stored(*, collector_id: int, symbol: str, series: str) -> datetime | None:
-    from collectors.models import Candle
-
     return (Candle.objects.filter(collector_id=collector_id, symbol=symbol, interval=series)
             .order_by("-open_time").values_list("open_time", flat=True).first())

@@ -14,8 +14,11 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
-from collectors.models import Alert
+from backfills.models import BackfillChunk
+from collectors.models import Alert, Collector, RunSymbol
+from quality.models import QualitySnapshot
 
 log = structlog.get_logger(__name__)
 SEND_ATTEMPTS = 3
@@ -43,8 +46,6 @@ def alert_raise(*, kind: str, key: str, summary: str, details: dict | None = Non
 
 
 def _enqueue_send(alert_id: int):
-    from django_q.tasks import async_task
-
     try:
         async_task("collectors.tasks.alert_send", alert_id, task_name=f"alert-{alert_id}")
     except Exception:
@@ -101,10 +102,6 @@ def alert_test(*, requested_by: str) -> dict:
 def alerts_check(*, now=None) -> list[int]:
     """Scheduled: stale data (from the latest quality snapshots) and an error rate over
     ALERT_ERROR_THRESHOLD among the symbols and chunks that finished in the last hour."""
-    from backfills.models import BackfillChunk
-    from collectors.models import Collector, RunSymbol
-    from quality.models import QualitySnapshot
-
     now = now or timezone.now()
     raised = []
     for collector in Collector.objects.filter(enabled=True):

@@ -19,7 +19,9 @@ import requests
 import structlog
 from django.conf import settings
 
+from collectors.alerts import alert_raise
 from collectors.metrics import observe_upstream
+from collectors.models import CircuitBreaker, HttpValidator, RateWindow
 from collectors.outbound import GuardedAdapter, UpstreamRefused, host_key, mask_url
 from collectors.sources import SourceError
 
@@ -106,8 +108,6 @@ class Upstream:
     def _reserve(self, key: str, weight: int):
         if not settings.ENABLE_RATE_LIMITING:
             return
-        from collectors.models import RateWindow  # the budget lives in the shared database
-
         while wait := RateWindow.reserve(key, weight=weight, limit=settings.EXCHANGE_WEIGHT_BUDGET,
                                          window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS):
             self.throttled_seconds += wait
@@ -118,8 +118,6 @@ class Upstream:
         """Wait once per call while the upstream's breaker is open; refused again after that (its
         probe failed too) or for longer than HTTP_MAX_RETRY_AFTER_SECONDS, the call fails, so a
         dead upstream ends symbols `partial` in about one timeout instead of queueing them."""
-        from collectors.models import CircuitBreaker
-
         probe = settings.HTTP_TIMEOUT_SECONDS + 5  # a probe's worker is presumed dead after this
         while wait := CircuitBreaker.acquire(key, probe_seconds=probe):
             # Polls while another worker's probe is out (half-open) are not the wait: only an
@@ -135,16 +133,12 @@ class Upstream:
             self.wait(wait)
 
     def _failed(self, key: str, error: SourceError):
-        from collectors.models import CircuitBreaker
-
         if CircuitBreaker.record_failure(key, threshold=settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD,
                                          timeout=settings.CIRCUIT_BREAKER_TIMEOUT, error=str(error)):
             self._opened(key, str(error), settings.CIRCUIT_BREAKER_TIMEOUT)
 
     @staticmethod
     def _opened(key: str, error: str, seconds: float):
-        from collectors.alerts import alert_raise
-
         log.warning("circuit_opened", upstream=key, error=error, seconds=seconds)
         alert_raise(kind="circuit_open", key=f"circuit_open:{key}",
                     summary=f"Circuit breaker of {key} opened for {seconds:g} s: {error}",
@@ -153,8 +147,6 @@ class Upstream:
     def _observe(self, key: str, response):
         if not (settings.ENABLE_RATE_LIMITING and self.weight_header):
             return
-        from collectors.models import RateWindow
-
         used = response.headers.get(self.weight_header)
         if used and used.isdigit():
             RateWindow.observe(key, used=int(used), window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
@@ -162,8 +154,6 @@ class Upstream:
     @staticmethod
     def _block(key: str, seconds: float):
         if settings.ENABLE_RATE_LIMITING:
-            from collectors.models import RateWindow
-
             RateWindow.block(key, until=time.time() + seconds)
 
     def get_json(self, path: str, params: dict | None = None, *, weight: int = 1,
@@ -180,8 +170,6 @@ class Upstream:
         url = self._url(url)
         headers = {}
         if conditional and self.use_validators:
-            from collectors.models import HttpValidator
-
             known = HttpValidator.lookup(scope=self.validator_scope, url=url)
             if known and known.etag:
                 headers["If-None-Match"] = known.etag
@@ -205,8 +193,6 @@ class Upstream:
 
     def remember(self, document: Document):
         """Keep the document's validators for the next conditional GET (and when it was checked)."""
-        from collectors.models import HttpValidator
-
         HttpValidator.remember(scope=self.validator_scope, url=document.url, etag=document.etag,
                                last_modified=document.last_modified, changed=not document.not_modified)
 
@@ -239,8 +225,6 @@ class Upstream:
     def _get_once(self, url, key, params, decode, headers, malformed_trips):
         """One request. The breaker counts network errors, 5xx and malformed bodies as failures,
         any other answer as success; a 418 (IP ban) opens it until the ban ends."""
-        from collectors.models import CircuitBreaker
-
         endpoint = urlsplit(url).path
         began = time.perf_counter()
         try:

@@ -11,8 +11,14 @@ import time
 
 from django.conf import settings
 from django.db.models import Count, Sum
+from django_q.brokers import get_broker
+from django_q.status import Stat
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from backfills.models import BackfillChunk, BackfillJob
+from collectors.models import CircuitBreaker, CollectionRun, Collector, RateWindow, RunSymbol
+from quality.models import QualitySnapshot
 
 UPSTREAM_REQUESTS = Counter("collector_upstream_requests_total", "HTTP requests sent to upstreams.",
                             ["upstream", "endpoint", "status"])
@@ -33,9 +39,6 @@ class DatabaseCollector:
         return []
 
     def collect(self):
-        from backfills.models import BackfillChunk, BackfillJob
-        from collectors.models import CircuitBreaker, CollectionRun, Collector, RateWindow, RunSymbol
-
         slugs = dict(Collector.objects.values_list("pk", "slug"))
         runs = CounterMetricFamily("collector_runs", "Collection runs by collector, mode and status.",
                                    labels=["collector", "mode", "status"])
@@ -115,8 +118,6 @@ class DatabaseCollector:
         yield from self._queue()
 
     def _quality(self, slugs):
-        from quality.models import QualitySnapshot
-
         fresh = GaugeMetricFamily("collector_data_freshness_seconds",
                                   "Age of the last stored candle's close, from the latest quality snapshot.",
                                   labels=["collector", "symbol"])
@@ -139,9 +140,6 @@ class DatabaseCollector:
         yield from (fresh, complete, age)
 
     def _queue(self):
-        from django_q.brokers import get_broker
-        from django_q.status import Stat
-
         broker = get_broker()
         depth = GaugeMetricFamily("collector_queue_depth", "Tasks waiting in the django-q2 queue.")
         clusters = GaugeMetricFamily("collector_worker_clusters", "Live django-q2 clusters (qcluster processes).")

@@ -10,14 +10,18 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Sum
 from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.status import Stat
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from collectors.models import CollectionRun, Collector, RunSymbol
 
 
 def performance_report(*, hours: int = 24) -> dict:
     """Runs finished in the last `hours`: average wall time and success/error rates; database
     round trip measured now; upstream latency from the request histogram; this process's
     memory and the machine's CPU."""
-    from collectors.models import CollectionRun, RunSymbol
-
     since = timezone.now() - timedelta(hours=hours)
     runs = list(CollectionRun.objects.filter(finished_at__gte=since, started_at__isnull=False)
                 .values_list("status", "started_at", "finished_at"))
@@ -47,9 +51,6 @@ def performance_report(*, hours: int = 24) -> dict:
 def _upstream_latency_ms() -> float | None:
     """Mean upstream request latency from the histogram (this machine's processes when
     PROMETHEUS_MULTIPROC_DIR is set, else this process's), or None before any request."""
-    from prometheus_client import REGISTRY, CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     if settings.PROMETHEUS_MULTIPROC_DIR:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
@@ -68,11 +69,6 @@ def _upstream_latency_ms() -> float | None:
 
 def system_info() -> dict:
     """Versions, database, broker, the worker clusters seen and what is collected."""
-    from django_q.brokers import get_broker
-    from django_q.status import Stat
-
-    from collectors.models import CollectionRun, Collector, RunSymbol
-
     broker = get_broker()
     clusters = [{"cluster_id": str(s.cluster_id), "host": s.host, "status": s.status, "workers": len(s.workers),
                  "uptime_seconds": round(s.uptime()), "task_queue": s.task_q_size}

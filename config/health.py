@@ -10,6 +10,7 @@ import dataclasses
 from asgiref.sync import async_to_sync
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
+from django_q.status import Stat
 from health_check.base import HealthCheck
 from health_check.checks import Cache, Database
 from health_check.exceptions import ServiceUnavailable
@@ -38,8 +39,6 @@ class WorkerClusters(HealthCheck):
     """At least one django-q2 cluster (qcluster) has reported in (its Stat, kept by the broker)."""
 
     def run(self):
-        from django_q.status import Stat
-
         clusters = Stat.get_all()
         if not clusters:
             raise ServiceUnavailable("no django-q2 cluster is alive: start `manage.py qcluster`")

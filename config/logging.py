@@ -2,6 +2,7 @@
 
 import logging
 import re
+import sys
 import threading
 from urllib.parse import unquote_plus
 
@@ -64,6 +65,8 @@ def store_run_event(logger, method_name, event_dict):
         return event_dict
     _storing.busy = True
     try:
+        # Here, not at the top: settings import this module to configure logging, before
+        # settings or models can be loaded.
         from django.conf import settings
 
         from collectors.models import RunEvent
@@ -86,8 +89,6 @@ def _exception(event_dict) -> dict:
     """The exception of a log.exception() call, as its last lines (the type and message)."""
     exc_info = event_dict.get("exc_info")
     if exc_info is True:
-        import sys
-
         exc_info = sys.exc_info()
     if isinstance(exc_info, BaseException):
         exc_info = (type(exc_info), exc_info, exc_info.__traceback__)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from croniter import croniter
 from django.conf import settings
 from django.utils import timezone
+from django_q.models import Schedule
 
 
 def system_schedules() -> list[dict]:
@@ -42,8 +43,6 @@ def _first_run(spec: dict, now: datetime) -> datetime:
 def system_schedules_sync(*, now: datetime | None = None) -> dict:
     """Create or update each system schedule by name; one whose fields already match keeps its
     next run. Returns {"created": n, "updated": n, "unchanged": n}."""
-    from django_q.models import Schedule
-
     now = now or timezone.now()
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     for spec in system_schedules():

@@ -1,5 +1,6 @@
 """All settings, read from the environment (the table is in README.md, "Configuration")."""
 
+import datetime
 from pathlib import Path
 
 import environ
@@ -201,8 +202,6 @@ else:
 
 # --- Collection -----------------------------------------------------------------------
 def env_date(name, default):
-    import datetime
-
     text = env(name, default=default)
     try:
         return datetime.date.fromisoformat(text)

@@ -12,6 +12,8 @@ from django.template import engines
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularRedocView
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.negotiation import BaseContentNegotiation
@@ -19,7 +21,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from collectors.metrics import DATABASE_REGISTRY
+from collectors.models import CollectionRun
 from config.api import iso
+from config.health import run_checks
 
 log = structlog.get_logger(__name__)
 STARTED = time.monotonic()
@@ -73,8 +78,6 @@ def probe(view):
 
 
 def _collection_facts() -> dict:
-    from collectors.models import CollectionRun
-
     runs = CollectionRun.objects.exclude(finished_at=None).order_by("-finished_at")
     last = runs.first()
     good = runs.filter(status=CollectionRun.COMPLETE).first()
@@ -90,8 +93,6 @@ def _collection_facts() -> dict:
 def health(request):
     """Liveness plus database (200 healthy, 503 not). Never depends on an upstream exchange;
     `workers_alive` reports django-q2 clusters without deciding liveness."""
-    from config.health import run_checks
-
     checks = run_checks("database", "workers")
     db_ok = checks["database"] is None
     body = {"status": "healthy", "timestamp": iso(timezone.now()), "service": "collectors",
@@ -117,8 +118,6 @@ def ready(request):
 
     Worker clusters are reported (`workers`) but do not decide readiness: the web stays up for
     operators while workers are down; /health/checks/ fails on them for monitoring."""
-    from config.health import run_checks
-
     checks = run_checks("database", "migrations", "cache", "workers")
     for name, error in checks.items():
         if error:
@@ -186,11 +185,6 @@ def metrics(request):
     """Prometheus text format: this process's (or, with PROMETHEUS_MULTIPROC_DIR, this machine's
     processes') HTTP, database and upstream metrics, plus the collection metrics derived from the
     database (see collectors.metrics)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    from collectors.metrics import DATABASE_REGISTRY
-
     if settings.PROMETHEUS_MULTIPROC_DIR:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)

@@ -1,5 +1,6 @@
 """django-q2 task entry points: ids in, one service call each (delivered at least once)."""
 
+from collectors.models import Collector
 from quality import services
 
 
@@ -19,8 +20,6 @@ def snapshots_take():
 
 def snapshot_collector(collector_id: int):
     """After a run or backfill: the collector's quality snapshot, with the new data."""
-    from collectors.models import Collector
-
     collector = Collector.objects.filter(pk=collector_id).first()
     if collector is not None:
         services.snapshot_take(collector=collector)

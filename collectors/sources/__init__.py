@@ -11,6 +11,8 @@ from importlib import import_module
 from typing import Callable
 from urllib.parse import urlsplit
 
+from collectors.outbound import url_refused
+
 SOURCES = {
     "binance_klines": "collectors.sources.binance.BinanceKlines",
     "rss_news": "collectors.sources.rss.RssNews",
@@ -87,7 +89,6 @@ def url_error(url) -> str | None:
         return str(error)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "not an http(s) URL with a host"
-    from collectors.outbound import url_refused
 
     return url_refused(url)
 

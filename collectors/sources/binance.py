@@ -1,12 +1,15 @@
 """Binance spot klines (and any exchange that speaks the same REST dialect)."""
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Iterator
 
+from django.conf import settings
+
 from collectors.http import MalformedResponse, Upstream
 from collectors.sources import ConfigError, Page, SourceError, unknown_keys, url_error
+from collectors.times import ms_from_utc, utc_from_ms
 
 INTERVALS = {
     "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
@@ -26,17 +29,7 @@ CONFIG_KEYS = {"base_url", "interval", "top_n", "quote_asset", "validate"}
 
 
 def _default_interval() -> str:
-    from django.conf import settings
-
     return settings.COLLECTION_INTERVAL
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 def parse_klines(data) -> list:
@@ -158,10 +151,10 @@ class BinanceKlines:
     def first_time(self, symbol: str, start: datetime, end: datetime) -> datetime | None:
         """Open time of the first kline in [start, end), or None: where a symbol's data begins."""
         data = self._get(
-            "/api/v3/klines", {"symbol": symbol, "interval": self.interval, "startTime": _ms(start),
-                               "endTime": _ms(end) - 1, "limit": 1},
+            "/api/v3/klines", {"symbol": symbol, "interval": self.interval, "startTime": ms_from_utc(start),
+                               "endTime": ms_from_utc(end) - 1, "limit": 1},
             weight=KLINES_WEIGHT, parse=parse_klines)
-        return _from_ms(data[0][0]) if data else None
+        return utc_from_ms(data[0][0]) if data else None
 
     def fetch(self, symbol: str, start: datetime, end: datetime) -> Iterator[Page]:
         """Yield pages covering [start, end) in order; the caller bounds `end` to closed candles.
@@ -169,7 +162,7 @@ class BinanceKlines:
         A page the exchange would not serve after retries is yielded with its error and the span
         a full page would have covered, and the next page starts after it (one bad range never
         hides the rest); a permanent error or an open breaker ends the fetch."""
-        cursor, end_ms = _ms(start), _ms(end)
+        cursor, end_ms = ms_from_utc(start), ms_from_utc(end)
         step = self.step_ms
         while cursor < end_ms:
             try:
@@ -182,7 +175,7 @@ class BinanceKlines:
                 if error.permanent or error.upstream_down:
                     raise
                 page_end = min(end_ms, cursor + PAGE_LIMIT * step)
-                yield Page(rows=[], start=_from_ms(cursor), end=_from_ms(page_end), error=error)
+                yield Page(rows=[], start=utc_from_ms(cursor), end=utc_from_ms(page_end), error=error)
                 cursor = page_end
                 continue
             rows, times = [], []
@@ -197,5 +190,5 @@ class BinanceKlines:
                 page_end = min(end_ms, data[-1][0] + step)
                 if page_end <= cursor:
                     raise SourceError("Exchange returned a full page that does not advance")
-            yield Page(rows=rows, start=_from_ms(cursor), end=_from_ms(page_end), times_ms=times)
+            yield Page(rows=rows, start=utc_from_ms(cursor), end=utc_from_ms(page_end), times_ms=times)
             cursor = page_end

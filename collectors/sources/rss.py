@@ -30,12 +30,12 @@ import feedparser
 from collectors.http import Document, MalformedResponse, Upstream
 from collectors.outbound import mask_url
 from collectors.sources import ConfigError, Page, SourceError, unknown_keys, url_error
+from collectors.times import EARLIEST
 
 CONFIG_KEYS = {"feeds"}
 MAX_FEEDS = 100
 FUTURE_TOLERANCE = timedelta(days=1)  # feeds' clocks run ahead; further ahead is a wrong time
 ROOT_ENDS = (b"</rss>", b"</feed>", b"</rdf:RDF>")
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 RULES = {
     "malformed_feed": "The document is not an RSS or Atom feed that can be read (kept: its URL, "

@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 import pytest
 from django.core.exceptions import ValidationError
 
-from collectors import services
+from collectors import engine, services
 from collectors.emulator_feeds import FEEDS
 from collectors.http import Document
 from collectors.models import Article, CircuitBreaker, CollectionRun, Collector, HttpValidator, RunSymbol
@@ -198,7 +198,7 @@ def test_validators_are_kept_only_with_the_articles(feeds, monkeypatch):
 
     def crash(**kwargs):
         raise RuntimeError("database went away")
-    monkeypatch.setattr(services, "records_insert_new", crash)
+    monkeypatch.setattr(engine, "records_insert_new", crash)
     run, items = collect(collector)
     assert items[MARKETS].status == RunSymbol.FAILED and not HttpValidator.objects.exists()
 

@@ -15,7 +15,7 @@ from unittest import mock
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.test import Client
+from django.test import Client, override_settings
 
 from backfills import services
 from collectors import storage
@@ -110,6 +110,4 @@ class Command(BaseCommand):
 
     @staticmethod
     def settings_patch(**values):
-        from django.test import override_settings
-
         return override_settings(**values)

@@ -19,6 +19,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.test import override_settings
+from django_q.conf import Conf
+from django_q.status import Stat
 
 from backfills import services
 from backfills.models import BackfillJob, EmptyRange
@@ -181,9 +183,6 @@ def _stop(proc, timeout=30):
 
 def _wait_until_up(procs, timeout=60):
     """Until every cluster reports itself idle to the broker: timing starts with all of them."""
-    from django_q.conf import Conf
-    from django_q.status import Stat
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in procs:
