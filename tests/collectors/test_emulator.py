@@ -17,14 +17,8 @@ import orjson
 import pytest
 import requests
 
-from collectors.emulator import (
-    DEFAULT_SYMBOLS,
-    INTERVAL_MS,
-    ExchangeEmulator,
-    _build_rows,
-    _model,
-    kline,
-)
+from collectors.emulator import DEFAULT_SYMBOLS, INTERVAL_MS, ExchangeEmulator, kline
+from collectors.emulator.exchange import _build_rows, _model
 from tests.data import real_candles
 
 MINUTE = 60_000

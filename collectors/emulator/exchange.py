@@ -16,7 +16,7 @@ padded). Control endpoints, weightless and left out of ``stats()``: ``GET /_emul
 config changes).
 
 News feeds too (``/feeds/markets.rss``, ``/feeds/research.atom``, ``/feeds/broken.rss``; see
-collectors/emulator_feeds.py): weightless, with conditional GET, and the same injected faults.
+collectors/emulator/feeds.py): weightless, with conditional GET, and the same injected faults.
 
 Config keys (all optional; see _DEFAULTS): symbols, listings, delistings, outages, revisions,
 invalid_rows, failures, recorded, now_ms, seed, error_rate, error_statuses, rate_429, retry_after,
@@ -80,7 +80,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from collectors.emulator_feeds import feed_response
+from collectors.emulator.feeds import feed_response
 
 __all__ = ["ExchangeEmulator", "kline", "INTERVAL_MS", "DEFAULT_SYMBOLS", "DEFAULT_LISTING_MS"]
 
