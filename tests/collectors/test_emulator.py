@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from collectors.emulator import DEFAULT_SYMBOLS, INTERVAL_MS, ExchangeEmulator, kline
-from collectors.emulator.exchange import _build_rows, _model
+from collectors.emulator.market import _build_rows, _model
 from tests.data import real_candles
 
 MINUTE = 60_000
