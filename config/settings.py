@@ -347,7 +347,7 @@ SPECTACULAR_SETTINGS = {
 # --- Content Security Policy (django-csp) ----------------------------------------------
 # Every page may load only what this server serves: no inline script or style, no other origin,
 # no framing. The admin templates, the coverage map and the API docs keep their scripts and
-# styles in static files (static/) for this; tests/test_csp*.py check every page in a browser.
+# styles in static files (static/) for this; tests/config/test_csp*.py check every page in a browser.
 from csp.constants import NONE, SELF  # noqa: E402
 
 CONTENT_SECURITY_POLICY = {

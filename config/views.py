@@ -162,7 +162,7 @@ class OfflineRedocView(SpectacularRedocView):
     # What ReDoc needs beyond the site-wide policy, on this page only: its styled-components
     # <style> elements get the nonce; the bundle's perfect-scrollbar stylesheet (inserted when the
     # script loads, before a nonce can be handed over) and an empty <style> are allowed by hash
-    # (of redoc.standalone.js as drf-spectacular-sidecar ships it; tests/test_csp_browser.py
+    # (of redoc.standalone.js as drf-spectacular-sidecar ships it; tests/config/test_csp_browser.py
     # notices a new bundle); the search index runs in a worker made from a blob: URL (only the
     # page's own script can make one). ReDoc's footer asks cdn.redoc.ly for a logo: blocked, and
     # the image hides itself.

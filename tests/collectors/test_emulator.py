@@ -13,18 +13,13 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
+import feedparser
 import orjson
 import pytest
 import requests
 
-from collectors.emulator import (
-    DEFAULT_SYMBOLS,
-    INTERVAL_MS,
-    ExchangeEmulator,
-    _build_rows,
-    _model,
-    kline,
-)
+from collectors.emulator import DEFAULT_SYMBOLS, INTERVAL_MS, ExchangeEmulator, kline
+from collectors.emulator.market import _build_rows, _model
 from tests.data import real_candles
 
 MINUTE = 60_000
@@ -737,8 +732,6 @@ def test_management_command_prints_its_url_serves_and_exits_cleanly_on_sigterm()
 
 
 def test_feeds_answer_conditional_gets_and_change_with_their_newest_entry():
-    import feedparser
-
     with ExchangeEmulator(now_ms=1_763_640_000_000) as emu:
         first = requests.get(f"{emu.url}/feeds/markets.rss", timeout=5)
         assert first.status_code == 200 and first.headers["Content-Type"].startswith("application/rss+xml")

@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from collectors import engine, services
-from collectors.emulator_feeds import FEEDS
+from collectors.emulator.feeds import FEEDS
 from collectors.http import Document
 from collectors.models import Article, CircuitBreaker, CollectionRun, Collector, HttpValidator, RunSymbol
 from collectors.sources.rss import RssNews, feed_name, parse_feed

@@ -1,5 +1,5 @@
 """The Content-Security-Policy header, and pages that need nothing it forbids (no inline script,
-style or event handler), checked in the HTML; tests/test_csp_browser.py checks them in a browser."""
+style or event handler), checked in the HTML; tests/config/test_csp_browser.py checks them in a browser."""
 
 import re
 
