@@ -5,6 +5,7 @@ import platform
 import time
 from datetime import timedelta
 
+import django
 import psutil
 from django.conf import settings
 from django.db import connection
@@ -77,7 +78,7 @@ def system_info() -> dict:
     runs = dict(CollectionRun.objects.values_list("collector__slug").annotate(n=Count("id")).order_by())
     return {
         "service": "collectors", "version": settings.VERSION,
-        "python": platform.python_version(), "django": __import__("django").get_version(),
+        "python": platform.python_version(), "django": django.get_version(),
         "database": {"engine": connection.vendor, "version": _database_version()},
         "broker": "redis" if settings.REDIS_URL else "database (django-q2 ORM broker)",
         "worker_clusters": clusters, "worker_name": settings.WORKER_NAME, "pid": os.getpid(),

@@ -1,9 +1,11 @@
 """All settings, read from the environment (the table is in README.md, "Configuration")."""
 
 import datetime
+import socket
 from pathlib import Path
 
 import environ
+from croniter import croniter
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
@@ -249,7 +251,7 @@ BACKFILL_BATCH_SIZE = env_positive("BACKFILL_BATCH_SIZE", 10_000)
 # 100 symbols x 5 years of 1m candles is ~26,300 chunks at the default batch size.
 BACKFILL_MAX_CHUNKS = env_positive("BACKFILL_MAX_CHUNKS", 50_000)
 # Names this machine in claims (RunSymbol/BackfillChunk.claimed_by); default: the host name.
-WORKER_NAME = env("WORKER_NAME", default=__import__("socket").gethostname())
+WORKER_NAME = env("WORKER_NAME", default=socket.gethostname())
 RUN_RECOVERY_INTERVAL_MINUTES = env_positive("RUN_RECOVERY_INTERVAL_MINUTES", 1)
 
 # Alerts through a webhook (JSON POST): failed runs, opened breakers, stale data, error rate.
@@ -278,7 +280,7 @@ EVENT_STALE_AFTER_HOURS = env_positive("EVENT_STALE_AFTER_HOURS", 24, cast=float
 # Stored candles the scheduled drift audit re-fetches per collector (cron AUDIT_SCHEDULE, UTC).
 AUDIT_SAMPLE_SIZE = env_positive("AUDIT_SAMPLE_SIZE", 100)
 AUDIT_SCHEDULE = env("AUDIT_SCHEDULE", default="30 3 * * *")
-if not __import__("croniter").croniter.is_valid(AUDIT_SCHEDULE):
+if not croniter.is_valid(AUDIT_SCHEDULE):
     raise environ.ImproperlyConfigured(
         f"AUDIT_SCHEDULE={AUDIT_SCHEDULE!r} is not a cron expression (e.g. '30 3 * * *').")
 
@@ -300,7 +302,7 @@ API_KEY_COOLOFF_MINUTES = env_positive("API_KEY_COOLOFF_MINUTES", 15, cast=float
 # AXES_COOLOFF_MINUTES; failures older than that no longer count. Attempts are in the admin.
 AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
 AXES_FAILURE_LIMIT = env_positive("AXES_FAILURE_LIMIT", 5)
-AXES_COOLOFF_TIME = __import__("datetime").timedelta(minutes=env_positive("AXES_COOLOFF_MINUTES", 15, cast=float))
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=env_positive("AXES_COOLOFF_MINUTES", 15, cast=float))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_CLIENT_IP_CALLABLE = "config.security.client_address"  # TRUSTED_PROXY_COUNT decides
 AXES_RESET_ON_SUCCESS = True

@@ -17,7 +17,7 @@ MARKS = [
 @contextmanager
 def operator_context(live_server, admin_user, client, monkeypatch):
     """A 1400x900 browser context with `admin_user`'s session cookie for `live_server`."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # optional: only browser tests need it
 
     # Playwright's sync API keeps an event loop in this thread; the ORM calls the test makes in
     # between are still plain synchronous ones.

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,8 +110,6 @@ class TcpProxy:
     """A TCP relay to a server (the database) that a test can cut and restore, like an outage."""
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
-        import threading
-
         self.target = (target_host, target_port)
         self.port = free_port()
         self.connections: list[socket.socket] = []
@@ -119,8 +118,6 @@ class TcpProxy:
         self.resume()
 
     def resume(self):
-        import threading
-
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", self.port))
@@ -144,8 +141,6 @@ class TcpProxy:
             self.connections.clear()
 
     def _accept(self, listener):
-        import threading
-
         while True:
             try:
                 client, _ = listener.accept()

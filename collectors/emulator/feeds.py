@@ -18,18 +18,16 @@ a matching If-None-Match, or an If-Modified-Since not older than it, is answered
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from xml.sax.saxutils import escape
+
+from collectors.times import utc_from_ms
 
 _MIN = 60_000
 _WORDS = ("BTC", "ETH", "SOL", "XRP", "BNB", "ADA", "DOGE", "LINK", "DOT", "AVAX")
 _DESKS = ("Markets desk", "Derivatives desk", "Asia desk")
 _ANALYSTS = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Edsger Dijkstra", "Barbara Liskov")
-
-
-def _when(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 def _pick(seq, n: int, salt: int = 0):
@@ -43,7 +41,7 @@ def _markets_item(n: int, period: int, base: str, edition: str) -> str:
     parts = [f"<title>{coin} {verb} {move:.1f}% (update #{n})</title>",
              f"<description>{escape(f'{coin} {verb} {move:.1f}% in twenty minutes; volumes <b>steady</b>.')}"
              f"</description>",
-             f"<pubDate>{format_datetime(_when(n * period), usegmt=True)}</pubDate>",
+             f"<pubDate>{format_datetime(utc_from_ms(n * period), usegmt=True)}</pubDate>",
              f"<author>desk@news.example ({_pick(_DESKS, n)})</author>"]
     if n % 7:  # every 7th item: neither guid nor link
         parts.append(f"<link>{base}/news/markets{edition}/{n}</link>")
@@ -53,7 +51,7 @@ def _markets_item(n: int, period: int, base: str, edition: str) -> str:
 
 
 def _research_entry(n: int, period: int, base: str, edition: str) -> str:
-    stamp = _when(n * period).isoformat().replace("+00:00", "Z")
+    stamp = utc_from_ms(n * period).isoformat().replace("+00:00", "Z")
     authors = "".join(f"<author><name>{_pick(_ANALYSTS, n, salt)}</name></author>"
                       for salt in range(1 + n % 2))
     coin = _pick(_WORDS, n, 3)
@@ -102,7 +100,7 @@ def feed_response(name: str, *, now_ms: int, items: int, base: str, if_none_matc
     period, render = FEEDS[name]
     newest = now_ms // period
     numbers = list(range(max(0, newest - items + 1), newest + 1))
-    updated = _when(newest * period)
+    updated = utc_from_ms(newest * period)
     edition = f"-{edition}" if edition else ""
     etag = '"' + hashlib.sha256(f"{name}:{newest}:{items}:{base}{edition}".encode()).hexdigest()[:16] + '"'
     headers = [("ETag", etag), ("Last-Modified", format_datetime(updated, usegmt=True)),

@@ -6,6 +6,7 @@ import tracemalloc
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from django.urls import reverse
 
 from backfills import services
 from backfills.models import BackfillChunk, BackfillJob
@@ -73,7 +74,6 @@ def test_many_symbols_over_the_chunk_limit_are_refused_naming_symbols(api, setti
 def test_the_admin_form_names_the_field_of_a_too_large_backfill(operator, settings):
     settings.BACKFILL_MAX_CHUNKS = 3
     collector = CollectorFactory(symbols=["BTCUSDT"], beginning_date=date(2020, 1, 1))
-    from django.urls import reverse
     page = operator.post(reverse("admin:backfills_backfilljob_add"),
                          {"collector": collector.pk, "start_date": "2020-01-01", "end_date": "2024-12-31",
                           "symbols": "", "_start": "1"}).content.decode()

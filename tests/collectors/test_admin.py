@@ -3,8 +3,11 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib import admin
 from django.urls import reverse
 
+from backfills.models import MissingRange
+from collectors import services
 from collectors.models import Candle, CollectionRun, Collector
 from collectors.storage import upsert_candles
 from tests.factories import CollectorFactory, RunFactory
@@ -84,15 +87,11 @@ def test_saving_a_collector_with_a_bad_config_or_cron_names_the_problem(operator
 
 
 def test_every_admin_list_page_loads(operator, emulator):
-    from django.contrib import admin
-
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["NEWCOINUSDT"])
     emulator.configure(invalid_rows={"NEWCOINUSDT:1748739600000": "negative_volume"})
-    from collectors import services
 
     run = services.run_trigger(collector=collector, mode="backward", triggered_by="tests", enqueue=False)
     services.run_start(run_id=run.pk, inline=True)
-    from backfills.models import MissingRange
 
     MissingRange.record(collector_id=collector.pk, symbol="NEWCOINUSDT", series="1h", reason="HTTP 503",
                         ranges=[(run.created_at.replace(minute=0, second=0, microsecond=0),
@@ -103,8 +102,6 @@ def test_every_admin_list_page_loads(operator, emulator):
 
 
 def test_the_run_page_lists_the_runs_events_once(operator, emulator):
-    from collectors import services
-
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
     run = services.run_trigger(collector=collector, mode="backward", triggered_by="tests", enqueue=False)
     services.run_start(run_id=run.pk, inline=True)

@@ -6,10 +6,14 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.utils import timezone as tz
 
 from collectors import alerts, services
-from collectors.models import Alert, CollectionRun
-from tests.factories import CollectorFactory
+from collectors.http import Upstream
+from collectors.models import Alert, CollectionRun, RunSymbol
+from collectors.sources import SourceError
+from quality.models import QualitySnapshot
+from tests.factories import CollectorFactory, RunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -92,9 +96,6 @@ def test_a_webhook_answering_500_is_retried_and_breaks_nothing(receiver, emulato
 
 def test_an_unreachable_webhook_does_not_stop_a_collection(receiver, settings, emulator,
                                                            django_capture_on_commit_callbacks):
-    from collectors.http import Upstream
-    from collectors.sources import SourceError
-
     settings.ALERT_WEBHOOK_URL = "http://127.0.0.1:9/hook"
     settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD, settings.CIRCUIT_BREAKER_TIMEOUT = 1, 0.1
     emulator.configure(error_rate=1.0, error_statuses=[503])
@@ -124,12 +125,6 @@ def test_the_api_sends_a_test_alert(api, receiver, settings):
 
 def test_the_scheduled_check_alerts_on_stale_data_and_on_the_error_rate_once(receiver, settings,
                                                                              django_capture_on_commit_callbacks):
-    from django.utils import timezone as tz
-
-    from collectors.models import RunSymbol
-    from quality.models import QualitySnapshot
-    from tests.factories import RunFactory
-
     collector = CollectorFactory(slug="watch", symbols=["BTCUSDT", "ETHUSDT"])
     QualitySnapshot.objects.create(
         collector=collector, taken_at=tz.now(), score=100, completeness=1, freshness_seconds=90_000,

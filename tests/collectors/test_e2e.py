@@ -1,13 +1,16 @@
 """End to end: HTTP trigger -> real qcluster workers -> database -> status, and kill -9."""
 
+import signal
 import time
 from datetime import datetime, timezone
 
 import pytest
 import requests
 
+from collectors import services
 from collectors.emulator import kline
-from collectors.models import ApiKey, Candle, CollectionRun, RunSymbol
+from collectors.models import ApiKey, Article, Candle, CollectionRun, Collector, RunSymbol
+from quality.models import QuarantinedRow
 from tests.e2e import free_port, start_qcluster, start_web, wait_for
 from tests.factories import CollectorFactory
 
@@ -75,8 +78,6 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DO
 
 def long_run(emulator, slug):
     """A queued backward run of 8 symbols x 2.5 years, slowed so a signal lands mid-run."""
-    from collectors import services
-
     emulator.configure(slow_ms=40)
     collector = CollectorFactory(slug=slug, config={"base_url": emulator.url, "interval": "1h"},
                                  symbols=SYMBOLS, beginning_date=datetime(2023, 1, 1).date())
@@ -122,8 +123,6 @@ def test_a_run_survives_kill_minus_9_of_its_qcluster_and_finishes_with_exact_dat
 
 
 def test_sigterm_to_qcluster_mid_run_stops_it_and_the_run_resumes_exactly(emulator, tmp_path):
-    import signal
-
     collector, run = long_run(emulator, "e2e-term")
     symbols = SYMBOLS
     first = start_qcluster(tmp_path, "first")
@@ -155,9 +154,6 @@ def test_sigterm_to_qcluster_mid_run_stops_it_and_the_run_resumes_exactly(emulat
 
 
 def test_news_collected_by_qcluster_stores_each_article_once_across_runs(emulator, tmp_path):
-    from collectors.models import Article, Collector
-    from quality.models import QuarantinedRow
-
     emulator.configure(now_ms=1_763_640_000_000)
     collector = Collector(slug="news", name="News", kind="rss_news", schedule="",
                           config={"feeds": [f"{emulator.url}/feeds/{name}"

@@ -4,12 +4,13 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 from django.utils import timezone as dj_timezone
 
 from backfills.models import EmptyRange
 from collectors import engine, services
 from collectors.emulator import kline
-from collectors.models import Candle, CollectionRun, RunSymbol
+from collectors.models import Candle, CollectionRun, RunEvent, RunSymbol
 from tests.factories import CollectorFactory
 
 pytestmark = pytest.mark.django_db
@@ -190,7 +191,7 @@ def test_top_n_collector_picks_the_most_traded_symbols_of_its_quote_asset(emulat
                                          "quote_asset": "USDT"}, symbols=[])
     run = collect(collector, start=utc(2025, 1, 1), end=utc(2025, 1, 1, 5))
     tickers = {t["symbol"]: float(t["quoteVolume"]) for t in
-               __import__("requests").get(emulator.url + "/api/v3/ticker/24hr").json()}
+               requests.get(emulator.url + "/api/v3/ticker/24hr").json()}
     usdt = sorted((s for s in tickers if s.endswith("USDT")), key=tickers.get, reverse=True)[:3]
     assert sorted(results(run)) == sorted(usdt)
 
@@ -256,8 +257,6 @@ def test_workers_sharing_the_weight_budget_stay_under_it_together(emulator, sett
 
 
 def test_a_bug_while_collecting_fails_the_symbol_and_frees_the_collector(emulator, monkeypatch):
-    from collectors.models import RunEvent
-
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
 
     def broken(**kwargs):

@@ -4,9 +4,10 @@ import random
 
 import pytest
 
+from backfills import services as backfills
 from collectors import services
 from collectors.models import Candle
-from quality import services as quality
+from quality import services as quality, tasks
 from quality.models import DriftAudit
 from tests.factories import CollectorFactory
 from tests.quality.conftest import ms, utc
@@ -97,9 +98,6 @@ def test_a_small_sample_of_sparse_data_is_drawn_from_stored_candles_only(collect
 
 
 def test_one_revision_is_found_by_the_audit_then_stored_and_counted_by_an_overlapping_fetch(api, emulator, collector):
-    from backfills import services as backfills
-    from quality import tasks
-
     changed = utc(2025, 1, 5, 12)
     emulator.configure(revisions={f"BTCUSDT:{ms(changed)}": {"low": "0.01000000"}})
     audit = quality.audit_start(collector=collector, sample_size=1000, triggered_by="tests", enqueue=False)
@@ -117,8 +115,6 @@ def test_one_revision_is_found_by_the_audit_then_stored_and_counted_by_an_overla
 
 
 def test_the_schedule_audits_every_enabled_collector_with_data(collector, django_capture_on_commit_callbacks):
-    from quality import tasks
-
     CollectorFactory(slug="empty", symbols=["BTCUSDT"])
     CollectorFactory(slug="off", enabled=False, symbols=["BTCUSDT"])
     with django_capture_on_commit_callbacks(execute=False) as callbacks:

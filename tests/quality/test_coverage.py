@@ -4,7 +4,10 @@ from datetime import date
 
 import pytest
 
+from collectors.storage import upsert_candles
+from quality import services
 from quality.services import coverage_day, coverage_grid
+from tests.factories import CollectorFactory
 from tests.quality.conftest import utc
 
 pytestmark = pytest.mark.django_db
@@ -37,10 +40,6 @@ def test_a_day_in_detail_lists_its_gaps_no_data_and_quarantined_rows(covered):
 
 @pytest.mark.django_db(transaction=True)
 def test_many_symbols_are_counted_on_several_connections_with_the_same_result(monkeypatch):
-    from collectors.storage import upsert_candles
-    from quality import services
-    from tests.factories import CollectorFactory
-
     names = [f"S{i:02d}USDT" for i in range(20)]
     collector = CollectorFactory(slug="many", config={"interval": "1h"}, symbols=names,
                                  beginning_date=date(2025, 1, 1))

@@ -2,10 +2,11 @@
 
 import pytest
 
+from backfills import services as backfills
 from backfills.models import EmptyRange
 from collectors import services
 from collectors.models import Candle
-from quality.models import QuarantinedRow
+from quality.models import QuarantinedRow, Revision
 from tests.factories import CollectorFactory
 from tests.quality.conftest import ms, utc
 
@@ -49,9 +50,6 @@ def test_a_collector_with_validation_off_stores_what_the_exchange_sent(emulator)
 
 
 def test_an_overlapping_fetch_counts_duplicates_and_records_a_revision_the_exchange_made(emulator, admin_key):
-    from backfills import services as backfills
-    from quality.models import Revision
-
     collector = CollectorFactory(config={"base_url": emulator.url, "interval": "1h"}, symbols=["BTCUSDT"])
     collect(collector)
     changed_at = utc(2025, 1, 2, 7)

@@ -3,6 +3,8 @@
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from croniter import croniter
+from django.utils import timezone as tz
 from django_q.models import Schedule
 
 from collectors import services
@@ -86,8 +88,5 @@ def test_migrate_schedules_the_snapshots_and_the_audits(settings):
 
 
 def test_the_first_scheduled_audit_waits_for_its_cron_time(settings):
-    from croniter import croniter
-    from django.utils import timezone as tz
-
     audits = Schedule.objects.get(name="quality: drift audits")  # django-q2 would start it at once
     assert audits.next_run > tz.now() and croniter.match(settings.AUDIT_SCHEDULE, audits.next_run)
