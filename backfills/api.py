@@ -10,14 +10,14 @@ from rest_framework.views import APIView
 from backfills import services
 from backfills.models import BackfillChunk, BackfillJob
 from collectors import services as collect
-from collectors.api import (
+from collectors.api import collector_by_slug
+from config.api import (
     BAD_REQUEST,
     NOT_FOUND,
     ApiView,
     ErrorSerializer,
     RejectUnknownFields,
     UtcDateTimeField,
-    collector_by_slug,
     iso,
     validated,
     who,

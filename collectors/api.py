@@ -1,15 +1,12 @@
 """REST API under /api/admin/ (see API_CONTRACT.md). Views parse, call one service, render."""
 
 import csv
-from collections.abc import Mapping
-from datetime import datetime, time as dtime, timezone as dt_timezone
 
 import structlog
 from croniter import croniter
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, renderers, serializers, status
@@ -18,7 +15,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collectors import services, sources
-from collectors.auth import ApiKeyUser
 from collectors.models import (
     Article,
     Candle,
@@ -30,129 +26,40 @@ from collectors.models import (
     RunSymbol,
 )
 from collectors.outbound import MASK as MASK_USERINFO, mask_url
-from config.api import CursorPagination, iso
+from config.api import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    ApiView,
+    CSVRenderer,
+    CursorPagination,
+    DecimalTextField,
+    ErrorSerializer,
+    RejectUnknownFields,
+    UtcDateTimeField,
+    decimal_text,
+    iso,
+    validated,
+    who,
+)
 from config.errors import NotActive
-from config.negotiation import ContentNegotiation
 
 log = structlog.get_logger(__name__)
 
 SECRET_WORDS = ("secret", "password", "token", "api_key", "apikey", "private")
 MASK = "********"
-# Epoch-millisecond upstreams cannot express earlier times; nothing to collect before anyway.
-EARLIEST = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
-# Far enough for any real request, near enough that adding a step or a chunk never overflows.
-LATEST = datetime(2100, 1, 1, tzinfo=dt_timezone.utc)
 RUN_STATUSES = [s for s, _ in CollectionRun.STATUSES]
-
-BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description='Invalid input: `{"field": ["message"]}` '
-                              'or `{"detail": "message", "<field>": ["message"]}`.')
-NOT_FOUND = OpenApiResponse(OpenApiTypes.OBJECT, description='`{"detail": "Not found."}`')
-
-
-# --- plumbing -------------------------------------------------------------------------
-
-@extend_schema_field(OpenApiTypes.DATETIME)
-class UtcDateTimeField(serializers.Field):
-    """ISO 8601 date or datetime in; aware UTC out. A bare date as an end means end of day."""
-
-    def __init__(self, *, end_of_day=False, **kwargs):
-        self.end_of_day = end_of_day
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, value):
-        if not isinstance(value, str) or len(value) > 64 or not value.isascii():
-            self.fail_invalid(value)
-        text = value.strip().upper()
-        try:
-            # Dates first: parse_datetime would also read "2025-01-01" (as midnight).
-            day = parse_date(text)
-            moment = None if day else parse_datetime(text)
-        except ValueError:  # well-formed but impossible, such as 2025-02-30
-            self.fail_invalid(value)
-        if day:
-            moment = datetime.combine(day, dtime.max if self.end_of_day else dtime.min)
-        elif moment is None:
-            self.fail_invalid(value)
-        if timezone.is_naive(moment):
-            moment = moment.replace(tzinfo=dt_timezone.utc)
-        try:
-            moment = moment.astimezone(dt_timezone.utc)
-        except OverflowError:  # 0001-01-01T00:00:00+01:00 and the like
-            self.fail_invalid(value)
-        if moment < EARLIEST:
-            raise ValidationError("Must be 1970-01-01 or later.")
-        if moment >= LATEST:
-            raise ValidationError("Must be before 2100-01-01.")
-        return moment
-
-    def fail_invalid(self, value):
-        raise ValidationError(f"Not an ISO 8601 date or datetime: {str(value)[:40]!r} "
-                              "(use 2025-01-01 or 2025-01-01T00:00:00Z).")
-
-    def to_representation(self, value):
-        return iso(value)
-
-
-def decimal_text(value):
-    """A stored decimal as the exchange wrote it: never exponent notation (str() gives 0E-8)."""
-    return None if value is None else format(value, "f")
-
-
-@extend_schema_field({"type": "string", "format": "decimal", "example": "60000.12000000"})
-class DecimalTextField(serializers.Field):
-    def __init__(self, **kwargs):
-        super().__init__(read_only=True, **kwargs)
-
-    def to_representation(self, value):
-        return decimal_text(value)
-
-
-class RejectUnknownFields:
-    """Serializer mixin: a key the serializer does not know is a 400 naming it (catches typos)."""
-
-    IGNORED = {"csrfmiddlewaretoken", "format"}  # the browsable API's forms; ?format=json
-
-    def to_internal_value(self, data):
-        if isinstance(data, Mapping):
-            unknown = sorted(str(k) for k in set(data) - set(self.fields) - self.IGNORED)
-            if unknown:
-                allowed = ", ".join(n for n, f in self.fields.items() if not f.read_only)
-                raise ValidationError({k[:64]: [f"Unknown field; allowed: {allowed}."] for k in unknown[:10]})
-        return super().to_internal_value(data)
-
-
-def validated(serializer_class, data):
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def collector_by_slug(slug: str, *, candles_for: str = "") -> Collector:
-    """The collector named `slug`; with `candles_for` (what needs it), one that stores candles."""
+    """The collector named `slug`, for a serializer's `validate_collector` (a field error
+    otherwise); with `candles_for` (what needs it), one that stores candles. Public: the
+    backfills and quality APIs look collectors up with it too."""
     collector = Collector.objects.filter(slug=slug).first()
     if collector is None:
         raise ValidationError(f"Unknown collector {slug!r}.")
     if candles_for and collector.grain is None:
         raise ValidationError(services.no_series_message(collector=collector, what=candles_for))
     return collector
-
-
-class ApiView:
-    """Mixin for every view here: errors are JSON even when CSV was asked for, and an
-    unknown ?format= is a 400 rather than DRF's bare 404."""
-
-    content_negotiation_class = ContentNegotiation
-
-    def handle_exception(self, exc):
-        request = self.request
-        if getattr(getattr(request, "accepted_renderer", None), "format", None) == "csv":
-            request.accepted_renderer = renderers.JSONRenderer()
-            request.accepted_media_type = request.accepted_renderer.media_type
-        return super().handle_exception(exc)
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
 
 
 # --- runs -----------------------------------------------------------------------------
@@ -313,13 +220,6 @@ class TriggerConflictSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     message = serializers.CharField()
     run_id = serializers.IntegerField(help_text="The run already queued or running.")
-
-
-def who(request) -> str:
-    user = request.user
-    if isinstance(user, ApiKeyUser):
-        return user.username
-    return f"user:{user.get_username()}" if user is not None else "anonymous"
 
 
 class CollectTrigger(ApiView, APIView):
@@ -664,14 +564,6 @@ def filtered(rows, filters: dict, *, symbol: str, time: str):
     if "end" in filters:
         rows = rows.filter(**{f"{time}__lte": filters["end"]})
     return rows
-
-
-class CSVRenderer(renderers.BaseRenderer):
-    media_type = "text/csv"
-    format = "csv"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data if isinstance(data, (bytes, str)) else str(data)
 
 
 class CandlePagination(CursorPagination):

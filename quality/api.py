@@ -6,8 +6,9 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from collectors.api import BAD_REQUEST, NOT_FOUND, ApiView, RejectUnknownFields, collector_by_slug, validated, who
+from collectors.api import collector_by_slug
 from collectors.services import symbol_known
+from config.api import BAD_REQUEST, NOT_FOUND, ApiView, RejectUnknownFields, validated, who
 from quality.models import DriftAudit
 from quality.services import audit_start, quality_report_served, records_validate
 
