@@ -28,12 +28,14 @@ from collectors.models import (
 from collectors.outbound import MASK as MASK_USERINFO, mask_url
 from config.api import (
     BAD_REQUEST,
+    ENVELOPE_BAD_REQUEST,
     NOT_FOUND,
     ApiView,
     CSVRenderer,
     CursorPagination,
     DecimalTextField,
     ErrorSerializer,
+    NotActiveSerializer,
     RejectUnknownFields,
     UtcDateTimeField,
     decimal_text,
@@ -41,7 +43,6 @@ from config.api import (
     validated,
     who,
 )
-from config.errors import NotActive
 
 log = structlog.get_logger(__name__)
 
@@ -179,15 +180,11 @@ class RunDetail(ApiView, generics.RetrieveAPIView):
 
 
 class RunCancel(ApiView, APIView):
-    @extend_schema(request=None, responses={200: RunDetailSerializer, 404: NOT_FOUND, 409: ErrorSerializer})
+    @extend_schema(request=None, responses={200: RunDetailSerializer, 404: NOT_FOUND, 409: NotActiveSerializer})
     def post(self, request, pk):
         """Stop a queued or running run; data already stored stays. 409 if it already ended."""
         run = generics.get_object_or_404(CollectionRun.objects.select_related("collector"), pk=pk)
-        try:
-            services.run_cancel(run=run)
-        except NotActive as error:
-            run.refresh_from_db(fields=["status"])
-            return Response({"detail": str(error), "status": run.status}, status=status.HTTP_409_CONFLICT)
+        services.run_cancel(run=run)
         return Response(RunDetailSerializer(run).data)
 
 
@@ -219,12 +216,15 @@ class TriggerAcceptedSerializer(serializers.Serializer):
 class TriggerConflictSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     message = serializers.CharField()
+    detail = serializers.CharField(help_text="The same as message.")
     run_id = serializers.IntegerField(help_text="The run already queued or running.")
 
 
 class CollectTrigger(ApiView, APIView):
-    @extend_schema(request=TriggerSerializer,
-                   responses={202: TriggerAcceptedSerializer, 400: BAD_REQUEST, 409: TriggerConflictSerializer})
+    error_envelope = True  # the contract's success/message beside a service's refusal
+
+    @extend_schema(request=TriggerSerializer, responses={202: TriggerAcceptedSerializer, 400: ENVELOPE_BAD_REQUEST,
+                                                         409: TriggerConflictSerializer})
     def post(self, request):
         """Start a collection run (backward, forward or gap_fill); it runs on the workers.
 
@@ -235,37 +235,24 @@ class CollectTrigger(ApiView, APIView):
         stores the new ones; forward sends the feed's ETag/Last-Modified (unchanged: one 304),
         backward and gap_fill read the feeds whole; start_date/end_date do not apply."""
         data = validated(TriggerSerializer, request.data)
-        try:
-            collector = services.collector_resolve(slug=data.get("collector"))
-            run = services.run_trigger(collector=collector, mode=data["mode"],
-                                       start=data.get("start_date"), end=data.get("end_date"),
-                                       symbols=data.get("symbols"), triggered_by=who(request))
-        except services.InputError as error:
-            extra = {"choices": error.choices} if error.choices is not None else {}
-            return Response({"success": False, "detail": error.message, error.field: [error.message],
-                             **extra}, status=status.HTTP_400_BAD_REQUEST)
-        except services.RunConflict as conflict:
-            return Response({"success": False, "message": str(conflict), "run_id": conflict.run.pk},
-                            status=status.HTTP_409_CONFLICT)
+        collector = services.collector_resolve(slug=data.get("collector"))
+        run = services.run_trigger(collector=collector, mode=data["mode"],
+                                   start=data.get("start_date"), end=data.get("end_date"),
+                                   symbols=data.get("symbols"), triggered_by=who(request))
         body = {"success": True, "message": f"Collection task started: {run.mode}", "mode": run.mode,
                 "run_id": run.pk, "collector": collector.slug, "status_endpoint": "/api/admin/collect/status"}
         return Response(TriggerAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 class RunRetryFailed(ApiView, APIView):
-    @extend_schema(request=None, responses={202: TriggerAcceptedSerializer, 400: BAD_REQUEST,
+    error_envelope = True  # answers like the trigger (it is one, for some symbols)
+
+    @extend_schema(request=None, responses={202: TriggerAcceptedSerializer, 400: ENVELOPE_BAD_REQUEST,
                                             404: NOT_FOUND, 409: TriggerConflictSerializer})
     def post(self, request, pk):
         """Start a new run for only the failed, partial or cancelled symbols of a finished run."""
         run = generics.get_object_or_404(CollectionRun.objects.select_related("collector"), pk=pk)
-        try:
-            new = services.run_retry_failed(run=run, triggered_by=who(request))
-        except services.InputError as error:
-            return Response({"success": False, "detail": error.message, error.field: [error.message]},
-                            status=status.HTTP_400_BAD_REQUEST)
-        except services.RunConflict as conflict:
-            return Response({"success": False, "message": str(conflict), "run_id": conflict.run.pk},
-                            status=status.HTTP_409_CONFLICT)
+        new = services.run_retry_failed(run=run, triggered_by=who(request))
         body = {"success": True, "message": f"Retrying {len(new.requested_symbols)} symbol(s) of run {run.pk}",
                 "mode": new.mode, "run_id": new.pk, "collector": run.collector.slug,
                 "status_endpoint": "/api/admin/collect/status"}

@@ -18,7 +18,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler, set_rollback
 
-from config.errors import InputError
+from config.errors import DomainError, InputError
 from config.negotiation import ContentNegotiation
 
 log = structlog.get_logger(__name__)
@@ -29,7 +29,13 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
 LATEST = datetime(2100, 1, 1, tzinfo=dt_timezone.utc)
 
 BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description='Invalid input: `{"field": ["message"]}` '
-                              'or `{"detail": "message", "<field>": ["message"]}`.')
+                              'or `{"detail": "message", "<field>": ["message"]}`, with `"choices": [...]` '
+                              'when the value must be one of a list.')
+# Views with `error_envelope = True` (the /collect/ endpoints): a service's refusal carries the
+# contract's `success` and `message` beside `detail`.
+ENVELOPE_BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description=(
+    'Invalid input: `{"field": ["message"]}`, or `{"success": false, "message": "message", "detail": '
+    '"message", "<field>": ["message"]}` with `"choices": [...]` when the value must be one of a list.'))
 NOT_FOUND = OpenApiResponse(OpenApiTypes.OBJECT, description='`{"detail": "Not found."}`')
 
 
@@ -120,6 +126,12 @@ def validated(serializer_class, data):
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
+
+class NotActiveSerializer(serializers.Serializer):
+    """409 of a state change the job's status does not allow (config.errors.NotActive)."""
+
+    detail = serializers.CharField()
+    status = serializers.CharField(help_text="The job's status, which forbids the change.")
 
 
 # --- views --------------------------------------------------------------------------------
@@ -230,8 +242,29 @@ class CursorPagination(pagination.CursorPagination):
 
 # --- errors -------------------------------------------------------------------------------
 
+def domain_error_body(exc: DomainError, *, view=None) -> dict:
+    """The answer to a domain error a service raised (config.errors), the one place it is made:
+
+    - InputError (400): `{"detail": message, "<field>": [message]}` and `"choices": [...]`
+      when the service knows what the value may be;
+    - any other (Conflict and its kinds 409, NotFound 404): `{"detail": detail, **extra}`, say
+      `run_id` of the run already going (RunConflict) or a job's `status` (NotActive);
+    - on a view with `error_envelope = True` (the /collect/ endpoints' contract), also
+      `"success": false` and `"message"` (the detail again)."""
+    if isinstance(exc, InputError):
+        body = {"detail": exc.message, exc.field: [exc.message], **exc.extra}
+        if exc.choices is not None:
+            body["choices"] = list(exc.choices)
+    else:
+        body = {"detail": exc.detail, **exc.extra}
+    if getattr(view, "error_envelope", False):
+        body = {"success": False, "message": exc.detail, **body}
+    return body
+
+
 def exception_handler(exc, context):
-    """DRF's handler, plus JSON for anything it does not know (never an HTML 500 page)."""
+    """DRF's handler, plus domain errors mapped once (domain_error_body) and JSON for anything
+    it does not know (never an HTML 500 page)."""
     if isinstance(exc, DjangoValidationError):  # a model or field check reached the view
         if not hasattr(exc, "error_dict"):
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_400_BAD_REQUEST)
@@ -242,13 +275,8 @@ def exception_handler(exc, context):
     elif isinstance(exc, SuspiciousOperation):  # too many fields, and the like
         log.warning("api_suspicious_request", error=str(exc))
         return Response({"detail": "Malformed request."}, status=status.HTTP_400_BAD_REQUEST)
-    elif isinstance(exc, InputError):
-        # Bad input found by a service that the view did not catch itself: still a 400 naming
-        # the field, never a 500.
-        body = {"detail": exc.message, exc.field: [exc.message]}
-        if exc.choices:
-            body["choices"] = exc.choices
-        return Response(body, status=status.HTTP_400_BAD_REQUEST)
+    elif isinstance(exc, DomainError):
+        return Response(domain_error_body(exc, view=context.get("view")), status=exc.status)
     elif isinstance(exc, IntegrityError):
         # Two requests raced past the same uniqueness check (say, one slug created twice).
         log.warning("api_integrity_error", exc_info=True)
