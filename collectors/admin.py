@@ -1,7 +1,10 @@
 """Admin: collectors with collect-now actions, live runs, API keys, candles (read-only)."""
 
+from datetime import datetime, timezone as dt_timezone
+
 from django import forms
 from django.apps import apps
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
@@ -24,6 +27,7 @@ from collectors.models import (
 )
 from config.admin import ReadOnlyAdmin, progress_bar, refusal_message
 from config.errors import InputError, RunConflict
+from quality.services import audit_start
 
 admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
 
@@ -80,10 +84,6 @@ class CollectorAdmin(admin.ModelAdmin):
 
     @admin.action(description="Audit drift: re-fetch a random sample of stored candles and compare")
     def audit_drift(self, request, queryset):
-        from django.conf import settings
-
-        from quality.services import audit_start
-
         for collector in queryset:
             try:
                 audit = audit_start(collector=collector, sample_size=settings.AUDIT_SAMPLE_SIZE,
@@ -309,8 +309,6 @@ class RateWindowAdmin(ReadOnlyAdmin):
     def _state(self, obj):
         """The row's budget state, computed once per row (each column reads it)."""
         if not hasattr(obj, "_budget"):
-            from django.conf import settings
-
             obj._budget = RateWindow.state(obj.key, limit=settings.EXCHANGE_WEIGHT_BUDGET,
                                            window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
         return obj._budget
@@ -333,7 +331,5 @@ class RateWindowAdmin(ReadOnlyAdmin):
 
     @admin.display(description="blocked until (429/418)")
     def blocked(self, obj):
-        import datetime as dt
-
         until = self._state(obj)["blocked_until"]
-        return dt.datetime.fromtimestamp(until, tz=dt.timezone.utc).strftime("%H:%M:%S UTC") if until else "—"
+        return datetime.fromtimestamp(until, tz=dt_timezone.utc).strftime("%H:%M:%S UTC") if until else "—"

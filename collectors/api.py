@@ -4,9 +4,11 @@ import csv
 
 import structlog
 from croniter import croniter
+from django.conf import settings
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from django_q.models import Schedule
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, renderers, serializers, status
@@ -15,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collectors import services, sources
+from collectors.alerts import alert_test
 from collectors.models import (
     Article,
     Candle,
@@ -25,6 +28,7 @@ from collectors.models import (
     RunEvent,
     RunSymbol,
 )
+from collectors.operations import performance_report, system_info
 from collectors.outbound import MASK as MASK_USERINFO, mask_url
 from config.api import (
     BAD_REQUEST,
@@ -43,6 +47,7 @@ from config.api import (
     validated,
     who,
 )
+from config.logging import LEVELS
 
 log = structlog.get_logger(__name__)
 
@@ -409,8 +414,6 @@ class CollectorSerializer(RejectUnknownFields, serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.DATETIME)
     def get_next_run(self, collector):
-        from django_q.models import Schedule
-
         next_run = Schedule.objects.filter(name=f"{services.SCHEDULE_PREFIX}{collector.slug}").values_list(
             "next_run", flat=True).first()
         return iso(next_run)
@@ -618,8 +621,6 @@ class CandleList(ApiView, generics.ListAPIView):
         """A 400 naming what to narrow, before the first byte, when more than EXPORT_MAX_ROWS
         candles match: a longer stream would outlast the web server's worker timeout, which
         cuts it silently (the client gets a 200 and a truncated file)."""
-        from django.conf import settings
-
         limit = settings.EXPORT_MAX_ROWS
         if candles[:limit + 1].count() <= limit:  # counts at most limit + 1 rows of the index
             return
@@ -705,8 +706,6 @@ class CircuitBreakerSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_rate_budget(self, breaker):
-        from django.conf import settings
-
         return RateWindow.state(breaker.key, limit=settings.EXCHANGE_WEIGHT_BUDGET,
                                 window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
 
@@ -724,10 +723,6 @@ class AlertTest(ApiView, APIView):
     def post(self, request):
         """Send a test alert to ALERT_WEBHOOK_URL now (whether or not ENABLE_ALERTING is on):
         `sent`, `attempts` and the webhook's `error` if it did not take it."""
-        from django.conf import settings
-
-        from collectors.alerts import alert_test
-
         if not settings.ALERT_WEBHOOK_URL:
             raise ValidationError({"ALERT_WEBHOOK_URL": ["Not set: configure the webhook first."]})
         return Response(alert_test(requested_by=who(request)))
@@ -761,8 +756,6 @@ class LogList(ApiView, APIView):
         """Recent structured events of runs and backfills (info and above), newest first; kept
         for DATA_RETENTION_DAYS. Filter by level, time, run, backfill or the request_id of the
         API call that started the work."""
-        from config.logging import LEVELS
-
         data = validated(LogFilterSerializer, request.query_params)
         events = RunEvent.objects.filter(levelno__gte=LEVELS[data["level"]])
         if "since" in data:
@@ -780,8 +773,6 @@ class Performance(ApiView, APIView):
     def get(self, request):
         """Runs of the last 24 hours (avg_collection_time in s, success_rate, error_rate), the
         database round trip and mean upstream latency (ms), memory (MB) and CPU (%)."""
-        from collectors.operations import performance_report
-
         return Response(performance_report())
 
 
@@ -789,6 +780,4 @@ class SystemInfo(ApiView, APIView):
     @extend_schema(responses={200: dict})
     def get(self, request):
         """Version, database engine, broker, worker clusters seen, and the collectors."""
-        from collectors.operations import system_info
-
         return Response(system_info())

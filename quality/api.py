@@ -1,5 +1,6 @@
 """Data-quality API (see API_CONTRACT.md)."""
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -105,8 +106,6 @@ class AuditList(ApiView, APIView):
         """Start a drift audit: re-fetch a random sample of stored candles and compare them
         field by field with what the source serves now. Runs on a worker, inside the shared
         weight budget; poll GET /api/admin/audits/{id}/."""
-        from django.conf import settings
-
         data = validated(AuditCreateSerializer, request.data)
         audit = audit_start(collector=data["collector"],
                             sample_size=data.get("sample_size") or settings.AUDIT_SAMPLE_SIZE,
