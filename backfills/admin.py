@@ -13,10 +13,10 @@ from django.utils.html import format_html
 from backfills import services
 from backfills.models import BackfillJob, EmptyRange, MissingRange
 from collectors import services as collect
-from collectors.admin import ReadOnlyAdmin, progress_bar
 from collectors.models import Collector
 from collectors.sources import SourceError
-from config.errors import NotActive
+from config.admin import ReadOnlyAdmin, progress_bar, refusal_message
+from config.errors import InputError, NotActive
 
 
 @admin.register(EmptyRange)
@@ -92,7 +92,7 @@ class BackfillJobAdmin(admin.ModelAdmin):
                     messages.success(request, f"Backfill {job.pk} started.")
                     return redirect(reverse("admin:backfills_backfilljob_change", args=[job.pk]))
                 estimate = services.backfill_estimate(**kwargs)
-            except collect.InputError as error:
+            except InputError as error:
                 form.add_error(error.field if error.field in form.fields else None, error.message)
             except SourceError as error:
                 form.add_error(None, f"The exchange did not answer: {error}")
@@ -113,7 +113,7 @@ class BackfillJobAdmin(admin.ModelAdmin):
                     count = services.backfill_retry_failed(job=job)
                     messages.success(request, f"Retrying {count} chunk(s) of backfill {job.pk}.")
             except NotActive as error:
-                messages.warning(request, str(error))
+                refusal_message(request, error)
             return redirect(request.path)
         extra = {"job": job, "progress": job.progress() if job else None,
                  "per_symbol": job.symbol_progress() if job else [],

@@ -10,19 +10,18 @@ from rest_framework.views import APIView
 from backfills import services
 from backfills.models import BackfillChunk, BackfillJob
 from collectors import services as collect
-from collectors.api import (
+from collectors.api import collector_by_slug
+from config.api import (
     BAD_REQUEST,
     NOT_FOUND,
     ApiView,
-    ErrorSerializer,
+    NotActiveSerializer,
     RejectUnknownFields,
     UtcDateTimeField,
-    collector_by_slug,
     iso,
     validated,
     who,
 )
-from config.errors import NotActive
 
 
 class BackfillRequestSerializer(RejectUnknownFields, serializers.Serializer):
@@ -56,10 +55,6 @@ def _plan(request, create: bool):
     if create:
         return services.backfill_create(symbols=symbols, created_by=who(request), **kwargs)
     return None, services.backfill_estimate(symbols=symbols, **kwargs)
-
-
-def _trigger_error(error):
-    return Response({"detail": error.message, error.field: [error.message]}, status=status.HTTP_400_BAD_REQUEST)
 
 
 class SymbolProgressSerializer(serializers.Serializer):
@@ -113,10 +108,7 @@ class BackfillList(ApiView, generics.ListCreateAPIView):
     @extend_schema(request=BackfillRequestSerializer, responses={202: dict, 400: BAD_REQUEST})
     def post(self, request):
         """Create a backfill: returns its estimate at once and starts it on the workers."""
-        try:
-            job, estimate = _plan(request, create=True)
-        except collect.InputError as error:
-            return _trigger_error(error)
+        job, estimate = _plan(request, create=True)
         body = {"task_id": f"backfill-{job.pk}", "backfill_id": job.pk, "status": "started",
                 "message": "Backfill operation started", **_estimate_body(estimate),
                 # The contract's inclusive form (last second wanted); `start`/`end` are half-open.
@@ -128,10 +120,7 @@ class BackfillEstimate(ApiView, APIView):
     @extend_schema(request=BackfillRequestSerializer, responses={200: dict, 400: BAD_REQUEST})
     def post(self, request):
         """Dry run: the missing ranges per symbol, records, requests, weight and duration."""
-        try:
-            _, estimate = _plan(request, create=False)
-        except collect.InputError as error:
-            return _trigger_error(error)
+        _, estimate = _plan(request, create=False)
         return Response(_estimate_body(estimate))
 
 
@@ -143,26 +132,22 @@ class BackfillDetail(ApiView, generics.RetrieveAPIView):
 
 
 class BackfillCancel(ApiView, APIView):
-    @extend_schema(request=None, responses={200: BackfillDetailSerializer, 404: NOT_FOUND, 409: ErrorSerializer})
+    @extend_schema(request=None, responses={200: BackfillDetailSerializer, 404: NOT_FOUND,
+                                            409: NotActiveSerializer})
     def post(self, request, pk):
-        """Stop a queued or running backfill; data already stored stays."""
+        """Stop a queued or running backfill; data already stored stays. 409 if it already ended."""
         job = generics.get_object_or_404(BackfillJob, pk=pk)
-        try:
-            services.backfill_cancel(job=job)
-        except NotActive as error:
-            return Response({"detail": str(error), "status": job.status}, status=status.HTTP_409_CONFLICT)
+        services.backfill_cancel(job=job)
         return Response(BackfillDetailSerializer(job).data)
 
 
 class BackfillRetryFailed(ApiView, APIView):
-    @extend_schema(request=None, responses={202: dict, 404: NOT_FOUND, 409: ErrorSerializer})
+    @extend_schema(request=None, responses={202: dict, 404: NOT_FOUND, 409: NotActiveSerializer})
     def post(self, request, pk):
-        """Run again only the failed, partial or cancelled chunks of a finished backfill."""
+        """Run again only the failed, partial or cancelled chunks of a finished backfill (409
+        while it is queued or running)."""
         job = generics.get_object_or_404(BackfillJob, pk=pk)
-        try:
-            count = services.backfill_retry_failed(job=job)
-        except NotActive as error:
-            return Response({"detail": str(error), "status": job.status}, status=status.HTTP_409_CONFLICT)
+        count = services.backfill_retry_failed(job=job)
         return Response({"backfill_id": job.pk, "status": "started", "chunks": count,
                          "message": f"Retrying {count} chunk(s)."}, status=status.HTTP_202_ACCEPTED)
 
@@ -189,9 +174,6 @@ class Gaps(ApiView, APIView):
         collector = data["collector"]
         symbols = collect.symbols_validate(collector=collector, symbols=[data["symbol"]]) \
             if "symbol" in data else None
-        try:
-            report = services.gaps_report(collector=collector, start=data.get("start"),
-                                          end=data.get("end"), symbols=symbols)
-        except collect.InputError as error:
-            return _trigger_error(error)
+        report = services.gaps_report(collector=collector, start=data.get("start"),
+                                      end=data.get("end"), symbols=symbols)
         return Response(report)

@@ -1,7 +1,10 @@
 """Admin: collectors with collect-now actions, live runs, API keys, candles (read-only)."""
 
+from datetime import datetime, timezone as dt_timezone
+
 from django import forms
 from django.apps import apps
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
@@ -22,28 +25,11 @@ from collectors.models import (
     RateWindow,
     RunSymbol,
 )
+from config.admin import ReadOnlyAdmin, progress_bar, refusal_message
+from config.errors import InputError, RunConflict
+from quality.services import audit_start
 
 admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records written by the workers: operators look, they do not add or edit."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-def progress_bar(percent: float, status: str) -> str:
-    colour = {"failed": "#ba2121", "partial": "#d98e04", "cancelled": "#888"}.get(status, "#2e7d32")
-    # SVG, not styled <div>s: the Content-Security-Policy blocks style attributes.
-    return format_html(
-        '<svg class="progress" width="140" height="10" viewBox="0 0 100 10" preserveAspectRatio="none" '
-        'role="img" aria-label="{}%"><rect width="100" height="10" fill="#eee"/>'
-        '<rect width="{}" height="10" fill="{}"/></svg> <span>{}%</span>',
-        f"{percent:.0f}", f"{min(max(percent, 0), 100):.1f}", colour, f"{percent:.0f}")
 
 
 def stored_rows_link(collector: Collector) -> tuple[str, str]:
@@ -59,13 +45,13 @@ def _collect_action(mode):
             try:
                 run = services.run_trigger(collector=collector, mode=mode,
                                            triggered_by=f"admin:{request.user.get_username()}")
-            except services.RunConflict as conflict:
+            except RunConflict as conflict:
                 messages.warning(request, format_html(
                     'Not started: <a href="{}">run {}</a> of {} is already {}.',
                     reverse("admin:collectors_collectionrun_change", args=[conflict.run.pk]),
                     conflict.run.pk, collector.slug, conflict.run.status))
-            except services.InputError as error:
-                messages.error(request, f"Not started for {collector.slug}: {error.message}")
+            except InputError as error:
+                refusal_message(request, error, prefix=f"Not started for {collector.slug}: ")
             else:
                 messages.success(request, format_html(
                     '<a href="{}">Run {}</a> of {} ({}) queued.',
@@ -98,16 +84,12 @@ class CollectorAdmin(admin.ModelAdmin):
 
     @admin.action(description="Audit drift: re-fetch a random sample of stored candles and compare")
     def audit_drift(self, request, queryset):
-        from django.conf import settings
-
-        from quality.services import audit_start
-
         for collector in queryset:
             try:
                 audit = audit_start(collector=collector, sample_size=settings.AUDIT_SAMPLE_SIZE,
                                     triggered_by=f"admin:{request.user.get_username()}")
-            except services.InputError as error:
-                messages.error(request, error.message)
+            except InputError as error:
+                refusal_message(request, error)
                 continue
             messages.success(request, format_html(
                 '<a href="{}">Audit {}</a> of {} queued ({} candles).',
@@ -327,8 +309,6 @@ class RateWindowAdmin(ReadOnlyAdmin):
     def _state(self, obj):
         """The row's budget state, computed once per row (each column reads it)."""
         if not hasattr(obj, "_budget"):
-            from django.conf import settings
-
             obj._budget = RateWindow.state(obj.key, limit=settings.EXCHANGE_WEIGHT_BUDGET,
                                            window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
         return obj._budget
@@ -351,7 +331,5 @@ class RateWindowAdmin(ReadOnlyAdmin):
 
     @admin.display(description="blocked until (429/418)")
     def blocked(self, obj):
-        import datetime as dt
-
         until = self._state(obj)["blocked_until"]
-        return dt.datetime.fromtimestamp(until, tz=dt.timezone.utc).strftime("%H:%M:%S UTC") if until else "—"
+        return datetime.fromtimestamp(until, tz=dt_timezone.utc).strftime("%H:%M:%S UTC") if until else "—"

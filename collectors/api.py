@@ -1,15 +1,14 @@
 """REST API under /api/admin/ (see API_CONTRACT.md). Views parse, call one service, render."""
 
 import csv
-from collections.abc import Mapping
-from datetime import datetime, time as dtime, timezone as dt_timezone
 
 import structlog
 from croniter import croniter
+from django.conf import settings
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
+from django_q.models import Schedule
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, renderers, serializers, status
@@ -18,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collectors import services, sources
-from collectors.auth import ApiKeyUser
+from collectors.alerts import alert_test
 from collectors.models import (
     Article,
     Candle,
@@ -29,130 +28,44 @@ from collectors.models import (
     RunEvent,
     RunSymbol,
 )
+from collectors.operations import performance_report, system_info
 from collectors.outbound import MASK as MASK_USERINFO, mask_url
-from config.api import CursorPagination, iso
-from config.errors import NotActive
-from config.negotiation import ContentNegotiation
+from config.api import (
+    BAD_REQUEST,
+    ENVELOPE_BAD_REQUEST,
+    NOT_FOUND,
+    ApiView,
+    CSVRenderer,
+    CursorPagination,
+    DecimalTextField,
+    ErrorSerializer,
+    NotActiveSerializer,
+    RejectUnknownFields,
+    UtcDateTimeField,
+    decimal_text,
+    iso,
+    validated,
+    who,
+)
+from config.logging import LEVELS
 
 log = structlog.get_logger(__name__)
 
 SECRET_WORDS = ("secret", "password", "token", "api_key", "apikey", "private")
 MASK = "********"
-# Epoch-millisecond upstreams cannot express earlier times; nothing to collect before anyway.
-EARLIEST = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
-# Far enough for any real request, near enough that adding a step or a chunk never overflows.
-LATEST = datetime(2100, 1, 1, tzinfo=dt_timezone.utc)
 RUN_STATUSES = [s for s, _ in CollectionRun.STATUSES]
-
-BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description='Invalid input: `{"field": ["message"]}` '
-                              'or `{"detail": "message", "<field>": ["message"]}`.')
-NOT_FOUND = OpenApiResponse(OpenApiTypes.OBJECT, description='`{"detail": "Not found."}`')
-
-
-# --- plumbing -------------------------------------------------------------------------
-
-@extend_schema_field(OpenApiTypes.DATETIME)
-class UtcDateTimeField(serializers.Field):
-    """ISO 8601 date or datetime in; aware UTC out. A bare date as an end means end of day."""
-
-    def __init__(self, *, end_of_day=False, **kwargs):
-        self.end_of_day = end_of_day
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, value):
-        if not isinstance(value, str) or len(value) > 64 or not value.isascii():
-            self.fail_invalid(value)
-        text = value.strip().upper()
-        try:
-            # Dates first: parse_datetime would also read "2025-01-01" (as midnight).
-            day = parse_date(text)
-            moment = None if day else parse_datetime(text)
-        except ValueError:  # well-formed but impossible, such as 2025-02-30
-            self.fail_invalid(value)
-        if day:
-            moment = datetime.combine(day, dtime.max if self.end_of_day else dtime.min)
-        elif moment is None:
-            self.fail_invalid(value)
-        if timezone.is_naive(moment):
-            moment = moment.replace(tzinfo=dt_timezone.utc)
-        try:
-            moment = moment.astimezone(dt_timezone.utc)
-        except OverflowError:  # 0001-01-01T00:00:00+01:00 and the like
-            self.fail_invalid(value)
-        if moment < EARLIEST:
-            raise ValidationError("Must be 1970-01-01 or later.")
-        if moment >= LATEST:
-            raise ValidationError("Must be before 2100-01-01.")
-        return moment
-
-    def fail_invalid(self, value):
-        raise ValidationError(f"Not an ISO 8601 date or datetime: {str(value)[:40]!r} "
-                              "(use 2025-01-01 or 2025-01-01T00:00:00Z).")
-
-    def to_representation(self, value):
-        return iso(value)
-
-
-def decimal_text(value):
-    """A stored decimal as the exchange wrote it: never exponent notation (str() gives 0E-8)."""
-    return None if value is None else format(value, "f")
-
-
-@extend_schema_field({"type": "string", "format": "decimal", "example": "60000.12000000"})
-class DecimalTextField(serializers.Field):
-    def __init__(self, **kwargs):
-        super().__init__(read_only=True, **kwargs)
-
-    def to_representation(self, value):
-        return decimal_text(value)
-
-
-class RejectUnknownFields:
-    """Serializer mixin: a key the serializer does not know is a 400 naming it (catches typos)."""
-
-    IGNORED = {"csrfmiddlewaretoken", "format"}  # the browsable API's forms; ?format=json
-
-    def to_internal_value(self, data):
-        if isinstance(data, Mapping):
-            unknown = sorted(str(k) for k in set(data) - set(self.fields) - self.IGNORED)
-            if unknown:
-                allowed = ", ".join(n for n, f in self.fields.items() if not f.read_only)
-                raise ValidationError({k[:64]: [f"Unknown field; allowed: {allowed}."] for k in unknown[:10]})
-        return super().to_internal_value(data)
-
-
-def validated(serializer_class, data):
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def collector_by_slug(slug: str, *, candles_for: str = "") -> Collector:
-    """The collector named `slug`; with `candles_for` (what needs it), one that stores candles."""
+    """The collector named `slug`, for a serializer's `validate_collector` (a field error
+    otherwise); with `candles_for` (what needs it), one that stores candles. Public: the
+    backfills and quality APIs look collectors up with it too."""
     collector = Collector.objects.filter(slug=slug).first()
     if collector is None:
         raise ValidationError(f"Unknown collector {slug!r}.")
     if candles_for and collector.grain is None:
         raise ValidationError(services.no_series_message(collector=collector, what=candles_for))
     return collector
-
-
-class ApiView:
-    """Mixin for every view here: errors are JSON even when CSV was asked for, and an
-    unknown ?format= is a 400 rather than DRF's bare 404."""
-
-    content_negotiation_class = ContentNegotiation
-
-    def handle_exception(self, exc):
-        request = self.request
-        if getattr(getattr(request, "accepted_renderer", None), "format", None) == "csv":
-            request.accepted_renderer = renderers.JSONRenderer()
-            request.accepted_media_type = request.accepted_renderer.media_type
-        return super().handle_exception(exc)
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
 
 
 # --- runs -----------------------------------------------------------------------------
@@ -272,15 +185,11 @@ class RunDetail(ApiView, generics.RetrieveAPIView):
 
 
 class RunCancel(ApiView, APIView):
-    @extend_schema(request=None, responses={200: RunDetailSerializer, 404: NOT_FOUND, 409: ErrorSerializer})
+    @extend_schema(request=None, responses={200: RunDetailSerializer, 404: NOT_FOUND, 409: NotActiveSerializer})
     def post(self, request, pk):
         """Stop a queued or running run; data already stored stays. 409 if it already ended."""
         run = generics.get_object_or_404(CollectionRun.objects.select_related("collector"), pk=pk)
-        try:
-            services.run_cancel(run=run)
-        except NotActive as error:
-            run.refresh_from_db(fields=["status"])
-            return Response({"detail": str(error), "status": run.status}, status=status.HTTP_409_CONFLICT)
+        services.run_cancel(run=run)
         return Response(RunDetailSerializer(run).data)
 
 
@@ -312,19 +221,15 @@ class TriggerAcceptedSerializer(serializers.Serializer):
 class TriggerConflictSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     message = serializers.CharField()
+    detail = serializers.CharField(help_text="The same as message.")
     run_id = serializers.IntegerField(help_text="The run already queued or running.")
 
 
-def who(request) -> str:
-    user = request.user
-    if isinstance(user, ApiKeyUser):
-        return user.username
-    return f"user:{user.get_username()}" if user is not None else "anonymous"
-
-
 class CollectTrigger(ApiView, APIView):
-    @extend_schema(request=TriggerSerializer,
-                   responses={202: TriggerAcceptedSerializer, 400: BAD_REQUEST, 409: TriggerConflictSerializer})
+    error_envelope = True  # the contract's success/message beside a service's refusal
+
+    @extend_schema(request=TriggerSerializer, responses={202: TriggerAcceptedSerializer, 400: ENVELOPE_BAD_REQUEST,
+                                                         409: TriggerConflictSerializer})
     def post(self, request):
         """Start a collection run (backward, forward or gap_fill); it runs on the workers.
 
@@ -335,37 +240,24 @@ class CollectTrigger(ApiView, APIView):
         stores the new ones; forward sends the feed's ETag/Last-Modified (unchanged: one 304),
         backward and gap_fill read the feeds whole; start_date/end_date do not apply."""
         data = validated(TriggerSerializer, request.data)
-        try:
-            collector = services.collector_resolve(slug=data.get("collector"))
-            run = services.run_trigger(collector=collector, mode=data["mode"],
-                                       start=data.get("start_date"), end=data.get("end_date"),
-                                       symbols=data.get("symbols"), triggered_by=who(request))
-        except services.InputError as error:
-            extra = {"choices": error.choices} if error.choices is not None else {}
-            return Response({"success": False, "detail": error.message, error.field: [error.message],
-                             **extra}, status=status.HTTP_400_BAD_REQUEST)
-        except services.RunConflict as conflict:
-            return Response({"success": False, "message": str(conflict), "run_id": conflict.run.pk},
-                            status=status.HTTP_409_CONFLICT)
+        collector = services.collector_resolve(slug=data.get("collector"))
+        run = services.run_trigger(collector=collector, mode=data["mode"],
+                                   start=data.get("start_date"), end=data.get("end_date"),
+                                   symbols=data.get("symbols"), triggered_by=who(request))
         body = {"success": True, "message": f"Collection task started: {run.mode}", "mode": run.mode,
                 "run_id": run.pk, "collector": collector.slug, "status_endpoint": "/api/admin/collect/status"}
         return Response(TriggerAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 class RunRetryFailed(ApiView, APIView):
-    @extend_schema(request=None, responses={202: TriggerAcceptedSerializer, 400: BAD_REQUEST,
+    error_envelope = True  # answers like the trigger (it is one, for some symbols)
+
+    @extend_schema(request=None, responses={202: TriggerAcceptedSerializer, 400: ENVELOPE_BAD_REQUEST,
                                             404: NOT_FOUND, 409: TriggerConflictSerializer})
     def post(self, request, pk):
         """Start a new run for only the failed, partial or cancelled symbols of a finished run."""
         run = generics.get_object_or_404(CollectionRun.objects.select_related("collector"), pk=pk)
-        try:
-            new = services.run_retry_failed(run=run, triggered_by=who(request))
-        except services.InputError as error:
-            return Response({"success": False, "detail": error.message, error.field: [error.message]},
-                            status=status.HTTP_400_BAD_REQUEST)
-        except services.RunConflict as conflict:
-            return Response({"success": False, "message": str(conflict), "run_id": conflict.run.pk},
-                            status=status.HTTP_409_CONFLICT)
+        new = services.run_retry_failed(run=run, triggered_by=who(request))
         body = {"success": True, "message": f"Retrying {len(new.requested_symbols)} symbol(s) of run {run.pk}",
                 "mode": new.mode, "run_id": new.pk, "collector": run.collector.slug,
                 "status_endpoint": "/api/admin/collect/status"}
@@ -522,8 +414,6 @@ class CollectorSerializer(RejectUnknownFields, serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.DATETIME)
     def get_next_run(self, collector):
-        from django_q.models import Schedule
-
         next_run = Schedule.objects.filter(name=f"{services.SCHEDULE_PREFIX}{collector.slug}").values_list(
             "next_run", flat=True).first()
         return iso(next_run)
@@ -666,14 +556,6 @@ def filtered(rows, filters: dict, *, symbol: str, time: str):
     return rows
 
 
-class CSVRenderer(renderers.BaseRenderer):
-    media_type = "text/csv"
-    format = "csv"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data if isinstance(data, (bytes, str)) else str(data)
-
-
 class CandlePagination(CursorPagination):
     ordering = ("open_time", "symbol")  # a stable order, so ties on open_time page correctly
     page_size = 500
@@ -739,8 +621,6 @@ class CandleList(ApiView, generics.ListAPIView):
         """A 400 naming what to narrow, before the first byte, when more than EXPORT_MAX_ROWS
         candles match: a longer stream would outlast the web server's worker timeout, which
         cuts it silently (the client gets a 200 and a truncated file)."""
-        from django.conf import settings
-
         limit = settings.EXPORT_MAX_ROWS
         if candles[:limit + 1].count() <= limit:  # counts at most limit + 1 rows of the index
             return
@@ -826,8 +706,6 @@ class CircuitBreakerSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_rate_budget(self, breaker):
-        from django.conf import settings
-
         return RateWindow.state(breaker.key, limit=settings.EXCHANGE_WEIGHT_BUDGET,
                                 window_seconds=settings.EXCHANGE_WEIGHT_WINDOW_SECONDS)
 
@@ -845,10 +723,6 @@ class AlertTest(ApiView, APIView):
     def post(self, request):
         """Send a test alert to ALERT_WEBHOOK_URL now (whether or not ENABLE_ALERTING is on):
         `sent`, `attempts` and the webhook's `error` if it did not take it."""
-        from django.conf import settings
-
-        from collectors.alerts import alert_test
-
         if not settings.ALERT_WEBHOOK_URL:
             raise ValidationError({"ALERT_WEBHOOK_URL": ["Not set: configure the webhook first."]})
         return Response(alert_test(requested_by=who(request)))
@@ -882,8 +756,6 @@ class LogList(ApiView, APIView):
         """Recent structured events of runs and backfills (info and above), newest first; kept
         for DATA_RETENTION_DAYS. Filter by level, time, run, backfill or the request_id of the
         API call that started the work."""
-        from config.logging import LEVELS
-
         data = validated(LogFilterSerializer, request.query_params)
         events = RunEvent.objects.filter(levelno__gte=LEVELS[data["level"]])
         if "since" in data:
@@ -901,8 +773,6 @@ class Performance(ApiView, APIView):
     def get(self, request):
         """Runs of the last 24 hours (avg_collection_time in s, success_rate, error_rate), the
         database round trip and mean upstream latency (ms), memory (MB) and CPU (%)."""
-        from collectors.operations import performance_report
-
         return Response(performance_report())
 
 
@@ -910,6 +780,4 @@ class SystemInfo(ApiView, APIView):
     @extend_schema(responses={200: dict})
     def get(self, request):
         """Version, database engine, broker, worker clusters seen, and the collectors."""
-        from collectors.operations import system_info
-
         return Response(system_info())

@@ -33,6 +33,11 @@ class ApiKeyUser:
     def get_username(self):
         return self.username
 
+    @property
+    def caller_name(self) -> str:
+        """How runs and jobs record this caller (config.api.who): `api:<key name>`."""
+        return self.username
+
     def __str__(self):
         return self.username
 

@@ -1,20 +1,174 @@
-"""DRF plumbing shared by every API view (kept out of the apps to avoid import cycles)."""
+"""DRF plumbing shared by every API view: fields, serializer mixins, the view mixin, error
+schemas, renderers, pagination and the one exception handler. No app's models here (the apps
+import this, not the other way round); what looks a domain thing up stays in its app."""
 
 from base64 import b64decode
-from datetime import timezone as dt_timezone
+from collections.abc import Mapping
+from datetime import datetime, time as dtime, timezone as dt_timezone
 
 import structlog
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, ValidationError as DjangoValidationError
 from django.db import IntegrityError
-from django.utils.dateparse import parse_datetime
-from rest_framework import pagination, status
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field
+from rest_framework import pagination, renderers, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler, set_rollback
 
-from config.errors import InputError
+from config.errors import DomainError, InputError
+from config.negotiation import ContentNegotiation
 
 log = structlog.get_logger(__name__)
+
+# Epoch-millisecond upstreams cannot express earlier times; nothing to collect before anyway.
+EARLIEST = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+# Far enough for any real request, near enough that adding a step or a chunk never overflows.
+LATEST = datetime(2100, 1, 1, tzinfo=dt_timezone.utc)
+
+BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description='Invalid input: `{"field": ["message"]}` '
+                              'or `{"detail": "message", "<field>": ["message"]}`, with `"choices": [...]` '
+                              'when the value must be one of a list.')
+# Views with `error_envelope = True` (the /collect/ endpoints): a service's refusal carries the
+# contract's `success` and `message` beside `detail`.
+ENVELOPE_BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description=(
+    'Invalid input: `{"field": ["message"]}`, or `{"success": false, "message": "message", "detail": '
+    '"message", "<field>": ["message"]}` with `"choices": [...]` when the value must be one of a list.'))
+NOT_FOUND = OpenApiResponse(OpenApiTypes.OBJECT, description='`{"detail": "Not found."}`')
+
+
+# --- fields and serializers -------------------------------------------------------------
+
+def iso(moment):
+    """An aware datetime as ISO 8601 UTC with a Z, as every answer writes times; None stays None."""
+    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
+
+
+
+@extend_schema_field(OpenApiTypes.DATETIME)
+class UtcDateTimeField(serializers.Field):
+    """ISO 8601 date or datetime in; aware UTC out. A bare date as an end means end of day."""
+
+    def __init__(self, *, end_of_day=False, **kwargs):
+        self.end_of_day = end_of_day
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str) or len(value) > 64 or not value.isascii():
+            self.fail_invalid(value)
+        text = value.strip().upper()
+        try:
+            # Dates first: parse_datetime would also read "2025-01-01" (as midnight).
+            day = parse_date(text)
+            moment = None if day else parse_datetime(text)
+        except ValueError:  # well-formed but impossible, such as 2025-02-30
+            self.fail_invalid(value)
+        if day:
+            moment = datetime.combine(day, dtime.max if self.end_of_day else dtime.min)
+        elif moment is None:
+            self.fail_invalid(value)
+        if timezone.is_naive(moment):
+            moment = moment.replace(tzinfo=dt_timezone.utc)
+        try:
+            moment = moment.astimezone(dt_timezone.utc)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 and the like
+            self.fail_invalid(value)
+        if moment < EARLIEST:
+            raise ValidationError("Must be 1970-01-01 or later.")
+        if moment >= LATEST:
+            raise ValidationError("Must be before 2100-01-01.")
+        return moment
+
+    def fail_invalid(self, value):
+        raise ValidationError(f"Not an ISO 8601 date or datetime: {str(value)[:40]!r} "
+                              "(use 2025-01-01 or 2025-01-01T00:00:00Z).")
+
+    def to_representation(self, value):
+        return iso(value)
+
+
+def decimal_text(value):
+    """A stored decimal as the exchange wrote it: never exponent notation (str() gives 0E-8)."""
+    return None if value is None else format(value, "f")
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "example": "60000.12000000"})
+class DecimalTextField(serializers.Field):
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value):
+        return decimal_text(value)
+
+
+class RejectUnknownFields:
+    """Serializer mixin: a key the serializer does not know is a 400 naming it (catches typos)."""
+
+    IGNORED = {"csrfmiddlewaretoken", "format"}  # the browsable API's forms; ?format=json
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(str(k) for k in set(data) - set(self.fields) - self.IGNORED)
+            if unknown:
+                allowed = ", ".join(n for n, f in self.fields.items() if not f.read_only)
+                raise ValidationError({k[:64]: [f"Unknown field; allowed: {allowed}."] for k in unknown[:10]})
+        return super().to_internal_value(data)
+
+
+def validated(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class NotActiveSerializer(serializers.Serializer):
+    """409 of a state change the job's status does not allow (config.errors.NotActive)."""
+
+    detail = serializers.CharField()
+    status = serializers.CharField(help_text="The job's status, which forbids the change.")
+
+
+# --- views --------------------------------------------------------------------------------
+
+class ApiView:
+    """Mixin for every view here: errors are JSON even when CSV was asked for, and an
+    unknown ?format= is a 400 rather than DRF's bare 404."""
+
+    content_negotiation_class = ContentNegotiation
+
+    def handle_exception(self, exc):
+        request = self.request
+        if getattr(getattr(request, "accepted_renderer", None), "format", None) == "csv":
+            request.accepted_renderer = renderers.JSONRenderer()
+            request.accepted_media_type = request.accepted_renderer.media_type
+        return super().handle_exception(exc)
+
+
+class CSVRenderer(renderers.BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, (bytes, str)) else str(data)
+
+
+def who(request) -> str:
+    """Who asked, as runs and jobs record it: a user that names itself (`caller_name`: an API
+    key's, `api:<key name>`) by that name, a logged-in user as `user:<username>`, no user
+    (an open API) as `anonymous`."""
+    user = request.user
+    if user is None:
+        return "anonymous"
+    return getattr(user, "caller_name", None) or f"user:{user.get_username()}"
+
+
+# --- pagination ---------------------------------------------------------------------------
 
 
 def page_size_from(request, *, param: str, default: int, maximum: int) -> int:
@@ -86,8 +240,31 @@ class CursorPagination(pagination.CursorPagination):
             return False
 
 
+# --- errors -------------------------------------------------------------------------------
+
+def domain_error_body(exc: DomainError, *, view=None) -> dict:
+    """The answer to a domain error a service raised (config.errors), the one place it is made:
+
+    - InputError (400): `{"detail": message, "<field>": [message]}` and `"choices": [...]`
+      when the service knows what the value may be;
+    - any other (Conflict and its kinds 409, NotFound 404): `{"detail": detail, **extra}`, say
+      `run_id` of the run already going (RunConflict) or a job's `status` (NotActive);
+    - on a view with `error_envelope = True` (the /collect/ endpoints' contract), also
+      `"success": false` and `"message"` (the detail again)."""
+    if isinstance(exc, InputError):
+        body = {"detail": exc.message, exc.field: [exc.message], **exc.extra}
+        if exc.choices is not None:
+            body["choices"] = list(exc.choices)
+    else:
+        body = {"detail": exc.detail, **exc.extra}
+    if getattr(view, "error_envelope", False):
+        body = {"success": False, "message": exc.detail, **body}
+    return body
+
+
 def exception_handler(exc, context):
-    """DRF's handler, plus JSON for anything it does not know (never an HTML 500 page)."""
+    """DRF's handler, plus domain errors mapped once (domain_error_body) and JSON for anything
+    it does not know (never an HTML 500 page)."""
     if isinstance(exc, DjangoValidationError):  # a model or field check reached the view
         if not hasattr(exc, "error_dict"):
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_400_BAD_REQUEST)
@@ -98,13 +275,8 @@ def exception_handler(exc, context):
     elif isinstance(exc, SuspiciousOperation):  # too many fields, and the like
         log.warning("api_suspicious_request", error=str(exc))
         return Response({"detail": "Malformed request."}, status=status.HTTP_400_BAD_REQUEST)
-    elif isinstance(exc, InputError):
-        # Bad input found by a service that the view did not catch itself: still a 400 naming
-        # the field, never a 500.
-        body = {"detail": exc.message, exc.field: [exc.message]}
-        if exc.choices:
-            body["choices"] = exc.choices
-        return Response(body, status=status.HTTP_400_BAD_REQUEST)
+    elif isinstance(exc, DomainError):
+        return Response(domain_error_body(exc, view=context.get("view")), status=exc.status)
     elif isinstance(exc, IntegrityError):
         # Two requests raced past the same uniqueness check (say, one slug created twice).
         log.warning("api_integrity_error", exc_info=True)
@@ -118,8 +290,3 @@ def exception_handler(exc, context):
         return Response({"detail": "Internal error; it has been logged."},
                         status=status.HTTP_500_INTERNAL_SERVER_ERROR)
     return response
-
-
-def iso(moment):
-    """An aware datetime as ISO 8601 UTC with a Z, as every answer writes times; None stays None."""
-    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z") if moment else None

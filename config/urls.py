@@ -5,12 +5,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from backfills import api as backfills_api
 from collectors import api
 from config import views
+from config.admin import set_site_titles
 from config.health import ChecksView
 from quality import api as quality_api
 
-admin.site.site_header = "Market-data collectors"
-admin.site.site_title = "Collectors admin"
-admin.site.index_title = "Collection control plane"
+set_site_titles(admin.site)
 
 api_admin = [
     path("collect/trigger", api.CollectTrigger.as_view(), name="collect-trigger"),

@@ -15,8 +15,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from collectors import services as collect
-from collectors.admin import ReadOnlyAdmin, stored_rows_link
+from collectors.admin import stored_rows_link
 from collectors.models import Collector
+from config.admin import ReadOnlyAdmin, refusal_message
+from config.errors import InputError, RunConflict
 from quality import services
 from quality.charts import coverage_svg, legend_html, trend_svg
 from quality.models import DriftAudit, QualitySnapshot, QuarantinedRow, Revision
@@ -179,12 +181,12 @@ class QualitySnapshotAdmin(ReadOnlyAdmin):
             run = collect.run_trigger(collector=collector, mode="gap_fill", start=midnight,
                                       end=midnight + timedelta(days=1, seconds=-1), symbols=[symbol],
                                       triggered_by=f"admin:{request.user.get_username()}")
-        except collect.RunConflict as conflict:
+        except RunConflict as conflict:
             messages.warning(request, f"Not started: run {conflict.run.pk} of {collector.slug} is already "
                                       f"{conflict.run.status}.")
             return redirect(request.path)
-        except collect.InputError as error:
-            messages.error(request, f"Not started: {error.message}")
+        except InputError as error:
+            refusal_message(request, error, prefix="Not started: ")
             return redirect(request.path)
         messages.success(request, f"Gap fill of {symbol} on {day} queued as run {run.pk}.")
         return redirect("admin:collectors_collectionrun_change", run.pk)

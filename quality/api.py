@@ -1,13 +1,15 @@
 """Data-quality API (see API_CONTRACT.md)."""
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from collectors.api import BAD_REQUEST, NOT_FOUND, ApiView, RejectUnknownFields, collector_by_slug, validated, who
+from collectors.api import collector_by_slug
 from collectors.services import symbol_known
+from config.api import BAD_REQUEST, NOT_FOUND, ApiView, RejectUnknownFields, validated, who
 from quality.models import DriftAudit
 from quality.services import audit_start, quality_report_served, records_validate
 
@@ -104,8 +106,6 @@ class AuditList(ApiView, APIView):
         """Start a drift audit: re-fetch a random sample of stored candles and compare them
         field by field with what the source serves now. Runs on a worker, inside the shared
         weight budget; poll GET /api/admin/audits/{id}/."""
-        from django.conf import settings
-
         data = validated(AuditCreateSerializer, request.data)
         audit = audit_start(collector=data["collector"],
                             sample_size=data.get("sample_size") or settings.AUDIT_SAMPLE_SIZE,
