@@ -14,9 +14,8 @@ from backfills import services
 from backfills.models import BackfillJob, EmptyRange, MissingRange
 from collectors import services as collect
 from collectors.models import Collector
-from collectors.sources import SourceError
 from config.admin import ReadOnlyAdmin, progress_bar, refusal_message
-from config.errors import InputError, NotActive
+from config.errors import InputError, NotActive, UpstreamUnavailable
 
 
 @admin.register(EmptyRange)
@@ -94,8 +93,8 @@ class BackfillJobAdmin(admin.ModelAdmin):
                 estimate = services.backfill_estimate(**kwargs)
             except InputError as error:
                 form.add_error(error.field if error.field in form.fields else None, error.message)
-            except SourceError as error:
-                form.add_error(None, f"The exchange did not answer: {error}")
+            except UpstreamUnavailable as error:
+                form.add_error(None, error.detail)
         context = {**self.admin_site.each_context(request), "form": form, "estimate": estimate,
                    "opts": self.model._meta, "title": "New backfill"}
         return TemplateResponse(request, "admin/backfills/backfilljob/add.html", context)

@@ -11,6 +11,7 @@ from backfills import services
 from backfills.models import BackfillChunk, BackfillJob
 from collectors import services as collect
 from collectors.api import collector_by_slug
+from collectors.times import iso
 from config.api import (
     BAD_REQUEST,
     NOT_FOUND,
@@ -18,7 +19,6 @@ from config.api import (
     NotActiveSerializer,
     RejectUnknownFields,
     UtcDateTimeField,
-    iso,
     validated,
     who,
 )
@@ -55,15 +55,6 @@ def _plan(request, create: bool):
     if create:
         return services.backfill_create(symbols=symbols, created_by=who(request), **kwargs)
     return None, services.backfill_estimate(symbols=symbols, **kwargs)
-
-
-class SymbolProgressSerializer(serializers.Serializer):
-    symbol = serializers.CharField()
-    chunks_done = serializers.IntegerField()
-    chunks_total = serializers.IntegerField()
-    records = serializers.IntegerField()
-    requests = serializers.IntegerField()
-    failed = serializers.IntegerField()
 
 
 class BackfillSerializer(serializers.ModelSerializer):

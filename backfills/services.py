@@ -20,7 +20,7 @@ from collectors.alerts import alert_raise
 from collectors.models import Collector
 from collectors.sources import SourceError
 from collectors.times import ceil_time, day_start, floor_time, iso_ranges, midnight, slots
-from config.errors import InputError, NotActive
+from config.errors import InputError, NotActive, UpstreamUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -121,7 +121,11 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
         raise InputError("start_date", "start_date is in the future.")
     lo, hi = _window(collector, start, end, now)
     if symbols is None:
-        symbols = collector.symbols or engine.source_for(collector).list_symbols()
+        try:
+            symbols = collector.symbols or engine.source_for(collector).list_symbols()
+        except SourceError as error:
+            raise UpstreamUnavailable(f"Could not list {collector.slug}'s symbols from the exchange ({error}); "
+                                      "try again, or name the symbols.") from None
     span, grain, source = _chunk_span(collector), collector.grain, collector.source_class
     per_symbol, plan = [], []
     chunks = records = requests = probes = 0
@@ -156,6 +160,10 @@ def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now
     first GAPS_RANGES_SHOWN of each; the totals and candle counts cover all)."""
     now = now or timezone.now()
     collect.series_required(collector=collector, what="gap reports")
+    if start and end and end < start:
+        raise InputError("end", "end is before start.")
+    if start and start > now:
+        raise InputError("start", "start is in the future.")
     lo, hi = _window(collector, start, end, now)
     symbols = symbols or collector.symbols or list(
         collector.candles.values_list("symbol", flat=True).distinct().order_by("symbol"))

@@ -26,7 +26,7 @@ from collectors.models import (
     RunSymbol,
 )
 from config.admin import ReadOnlyAdmin, progress_bar, refusal_message
-from config.errors import InputError, RunConflict
+from config.errors import InputError, NotActive, RunConflict
 from quality.services import audit_start
 
 admin.site.unregister(APIKey)  # the library's own model; we use ApiKey (with a scope)
@@ -194,8 +194,12 @@ class CollectionRunAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected runs (stored data stays)")
     def cancel_runs(self, request, queryset):
         for run in queryset.filter(status__in=CollectionRun.ACTIVE):
-            services.run_cancel(run=run)
-            messages.success(request, f"Run {run.pk} cancelled.")
+            try:
+                services.run_cancel(run=run)
+            except NotActive as error:  # it finished between the list and the click
+                refusal_message(request, error)
+            else:
+                messages.success(request, f"Run {run.pk} cancelled.")
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)
@@ -203,8 +207,12 @@ class CollectionRunAdmin(admin.ModelAdmin):
             if not request.user.has_perm("collectors.change_collectionrun"):
                 raise PermissionDenied
             if run.is_active:
-                services.run_cancel(run=run)
-                messages.success(request, f"Run {run.pk} cancelled; data already stored stays.")
+                try:
+                    services.run_cancel(run=run)
+                except NotActive as error:  # it finished since the page was shown
+                    refusal_message(request, error)
+                else:
+                    messages.success(request, f"Run {run.pk} cancelled; data already stored stays.")
             return redirect(request.path)
         still_working = bool(run and run.symbols.filter(status=RunSymbol.RUNNING).exists())
         extra_context = {**(extra_context or {}), "run_active": bool(run and run.is_active),

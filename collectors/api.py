@@ -30,6 +30,7 @@ from collectors.models import (
 )
 from collectors.operations import performance_report, system_info
 from collectors.outbound import MASK as MASK_USERINFO, mask_url
+from collectors.times import iso
 from config.api import (
     BAD_REQUEST,
     ENVELOPE_BAD_REQUEST,
@@ -43,7 +44,6 @@ from config.api import (
     RejectUnknownFields,
     UtcDateTimeField,
     decimal_text,
-    iso,
     validated,
     who,
 )

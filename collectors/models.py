@@ -127,7 +127,7 @@ class Job(models.Model):
     STATUSES = [(s, s) for s in (QUEUED, RUNNING, COMPLETE, PARTIAL, FAILED, CANCELLED)]
     ACTIVE = (QUEUED, RUNNING)
     FINISHED = (COMPLETE, PARTIAL, FAILED, CANCELLED)
-    noun = "job"  # in messages: "Run 5 is complete; ..."
+    noun, nouns = "job", "jobs"  # in messages: "Run 5 is complete; only queued or running runs ..."
 
     status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED, db_index=True)
     error = models.TextField(blank=True)
@@ -150,12 +150,15 @@ class Job(models.Model):
 
     def transition(self, from_statuses, *, also: Q | None = None, **changes) -> bool:
         """Set `changes` if the job's status is still one of `from_statuses` (and `also` holds);
-        False otherwise (someone else moved it first). The instance follows the row."""
+        False otherwise (someone else moved it first). The instance follows the row: its changes
+        when this won, the status the winner left when it lost (for the refusal's message)."""
         rows = type(self).objects.filter(pk=self.pk, status__in=from_statuses)
         updated = (rows.filter(also) if also is not None else rows).update(**changes)
         if updated:
             for key, value in changes.items():
                 setattr(self, key, value)
+        else:
+            self.status = type(self).objects.filter(pk=self.pk).values_list("status", flat=True).first() or self.status
         return bool(updated)
 
     def mark_running(self) -> bool:
@@ -177,9 +180,8 @@ class Job(models.Model):
     def cancel(self):
         """Stop a queued or running job; NotActive if it has finished."""
         if not self.mark_finished(self.CANCELLED, error="Cancelled by request."):
-            self.refresh_from_db(fields=["status"])
             raise NotActive(f"{self.noun.capitalize()} {self.pk} is {self.status}; only queued or running "
-                            f"{self.noun}s can be cancelled.", status=self.status)
+                            f"{self.nouns} can be cancelled.", status=self.status)
 
     def reopen(self) -> bool:
         """A finished job running again (a retry of its failed items); False if it is active."""
@@ -191,7 +193,7 @@ class Job(models.Model):
 
 
 class CollectionRun(Job):
-    noun = "run"
+    noun, nouns = "run", "runs"
 
     collector = models.ForeignKey(Collector, on_delete=models.CASCADE, related_name="runs")
     mode = models.CharField(max_length=16, choices=[(m, m) for m in MODES])

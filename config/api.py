@@ -1,6 +1,7 @@
 """DRF plumbing shared by every API view: fields, serializer mixins, the view mixin, error
 schemas, renderers, pagination and the one exception handler. No app's models here (the apps
-import this, not the other way round); what looks a domain thing up stays in its app."""
+import this, not the other way round; of the apps only the pure leaf collectors.times); what
+looks a domain thing up stays in its app."""
 
 from base64 import b64decode
 from collections.abc import Mapping
@@ -18,15 +19,11 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler, set_rollback
 
+from collectors.times import EARLIEST, LATEST, iso
 from config.errors import DomainError, InputError
 from config.negotiation import ContentNegotiation
 
 log = structlog.get_logger(__name__)
-
-# Epoch-millisecond upstreams cannot express earlier times; nothing to collect before anyway.
-EARLIEST = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
-# Far enough for any real request, near enough that adding a step or a chunk never overflows.
-LATEST = datetime(2100, 1, 1, tzinfo=dt_timezone.utc)
 
 BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description='Invalid input: `{"field": ["message"]}` '
                               'or `{"detail": "message", "<field>": ["message"]}`, with `"choices": [...]` '
@@ -40,12 +37,6 @@ NOT_FOUND = OpenApiResponse(OpenApiTypes.OBJECT, description='`{"detail": "Not f
 
 
 # --- fields and serializers -------------------------------------------------------------
-
-def iso(moment):
-    """An aware datetime as ISO 8601 UTC with a Z, as every answer writes times; None stays None."""
-    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
-
-
 
 @extend_schema_field(OpenApiTypes.DATETIME)
 class UtcDateTimeField(serializers.Field):

@@ -1,7 +1,8 @@
 """Domain errors: what a service raises when a request cannot be done as asked.
 
 A leaf (no Django): services of every app raise these, and each face maps them once —
-the API in `config.api.exception_handler` (InputError 400, NotFound 404, Conflict 409),
+the API in `config.api.exception_handler` (InputError 400, NotFound 404, Conflict 409,
+UpstreamUnavailable 502),
 the admin as messages, commands as CommandError.
 """
 
@@ -35,6 +36,12 @@ class Conflict(DomainError):
     """The current state forbids it (a run already going, cancelling a finished job)."""
 
     status = 409
+
+
+class UpstreamUnavailable(DomainError):
+    """What the request needs from an upstream (the exchange's symbol list) could not be had."""
+
+    status = 502
 
 
 class RunConflict(Conflict):

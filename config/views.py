@@ -23,7 +23,7 @@ from rest_framework.response import Response
 
 from collectors.metrics import DATABASE_REGISTRY
 from collectors.models import CollectionRun
-from config.api import iso
+from collectors.times import iso
 from config.health import run_checks
 
 log = structlog.get_logger(__name__)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from collectors import services as collect
+from collectors import services as collect, times
 from collectors.admin import stored_rows_link
 from collectors.models import Collector
 from config.admin import ReadOnlyAdmin, refusal_message
@@ -25,7 +25,7 @@ from quality.models import DriftAudit, QualitySnapshot, QuarantinedRow, Revision
 from quality.rules import RULES
 
 MAP_DAYS = 330  # default width of the coverage map, in days
-EARLIEST, LATEST = date(1970, 1, 1), date(2100, 1, 1)
+EARLIEST, LATEST = times.EARLIEST.date(), times.LATEST.date()  # the days a map may show
 
 
 @admin.register(QuarantinedRow)

@@ -6,6 +6,12 @@
    module alias (`collect._x`): what an app shares, it names publicly.
 3. Services change models only through their public methods: no `obj._method(...)` call in a
    services module on anything but `self`/`cls`.
+4. Imports sit at the top of a module; one inside a function says why in a comment (on its line,
+   or the comment line(s) just above its import block).
+5. The modules form a DAG (module-level imports and uncommented local ones: a commented local
+   import is the declared way out of a cycle), and the layers point one way: models import no
+   engine, services or interfaces; the engine no services or interfaces; services no interfaces.
+   The pure leaves (`config.errors`, `collectors.times`) import nothing of Django.
 """
 
 import ast
@@ -16,7 +22,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("collectors", "backfills", "quality", "config")
 LEAVES = ["collectors/sources/__init__.py", "collectors/sources/binance.py", "collectors/sources/rss.py",
-          "collectors/outbound.py", "collectors/times.py", "quality/rules.py", "quality/charts.py"]
+          "collectors/outbound.py", "collectors/times.py", "quality/rules.py", "quality/charts.py",
+          "config/errors.py"]
+PURE = ["collectors/times.py", "config/errors.py"]  # not even Django
+INTERFACES = (".api", ".admin", ".tasks", ".views", ".urls", ".management")
 
 
 def modules():
@@ -81,6 +90,105 @@ def private_calls(source: str) -> list[str]:
     return found
 
 
+def module_name(path: str) -> str:
+    name = path.removesuffix(".py").replace("/", ".")
+    return name.removesuffix(".__init__")
+
+
+def local_imports(source: str) -> list[tuple[int, str, bool]]:
+    """(line, module, has a reason) of each import inside a function."""
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                    found.append((sub.lineno, imported_modules(ast.Module([sub], []))[0],
+                                  _has_reason(lines, sub.lineno - 1)))
+    return found
+
+
+def _has_reason(lines: list[str], index: int) -> bool:
+    """A comment on the import's line, or above the block of imports it belongs to."""
+    if "#" in lines[index]:
+        return True
+    index -= 1
+    while index >= 0 and (lines[index].strip().startswith(("from ", "import ")) or not lines[index].strip()):
+        index -= 1
+    return index >= 0 and lines[index].strip().startswith("#")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project's modules it imports at module level or, without a reason, locally."""
+    names = {module_name(p): p for p in modules()}
+
+    def resolve(name):
+        while name and name not in names:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for name, path in names.items():
+        source = (ROOT / path).read_text()
+        tree = ast.parse(source)
+        local = {line for line, _, reason in local_imports(source) if reason}
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno not in local:
+                deps.update(filter(None, (resolve(m) for m in imported_modules(ast.Module([node], [])))))
+        graph[name] = deps - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def layer(name: str) -> int | None:
+    """0 models, 1 the engine, 2 services, 3 interfaces; None for the rest (leaves, plumbing)."""
+    if name.endswith(".models"):
+        return 0
+    if name == "collectors.engine":
+        return 1
+    if name.endswith(".services"):
+        return 2
+    if any(f".{part}" in INTERFACES for part in name.split(".")[1:]):
+        return 3
+    return None
+
+
+def upward_imports(graph) -> list[str]:
+    return [f"{a} -> {b}" for a, deps in sorted(graph.items()) for b in sorted(deps)
+            if layer(a) is not None and layer(b) is not None and layer(b) > layer(a)]
+
+
 @pytest.mark.parametrize("path", LEAVES)
 def test_leaf_modules_import_no_model(path):
     assert model_imports((ROOT / path).read_text()) == []
@@ -96,6 +204,26 @@ def test_services_call_no_private_method_of_a_model(path):
     assert private_calls((ROOT / path).read_text()) == []
 
 
+@pytest.mark.parametrize("path", list(modules()) + sorted(
+    p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("*.py")))
+def test_imports_inside_functions_say_why(path):
+    assert [f"line {line}: {name}" for line, name, reason in local_imports((ROOT / path).read_text())
+            if not reason] == []
+
+
+@pytest.mark.parametrize("path", PURE)
+def test_pure_leaves_import_nothing_of_django(path):
+    assert [m for m in imported_modules(ast.parse((ROOT / path).read_text()))
+            if m.split(".")[0] in ("django", "rest_framework", "django_q", *APPS)] == []
+
+
+def test_the_modules_form_a_dag_whose_layers_point_one_way():
+    graph = import_graph()
+    assert "collectors.engine" in graph["backfills.services"]  # the graph is read at all
+    assert cycles(graph) == []
+    assert upward_imports(graph) == []
+
+
 def test_the_rules_catch_what_they_are_for():
     # The checks above pass on clean code only if they can fail: each meets one violation.
     assert model_imports("from collectors.models import Candle\n") == ["collectors.models",
@@ -107,3 +235,13 @@ def test_the_rules_catch_what_they_are_for():
         "from collectors.services import _plan"]
     assert foreign_private_names("from collectors import services\nservices._plan()\n", "collectors") == []
     assert private_calls("job._transition([1], status=2)\nself._ok()\n") == ["job._transition"]
+    # A local import without a reason, one with a comment above its block, one on its line.
+    assert [r for _, _, r in local_imports(
+        "def f():\n    import os\n\n"
+        "def g():\n    # the models are not loaded yet\n    import os\n    import sys\n\n"
+        "def h():\n    import os  # optional dependency\n")] == [False, True, True, True]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert upward_imports({"collectors.models": {"collectors.services"},
+                           "collectors.services": {"collectors.engine", "collectors.models"}}) == [
+        "collectors.models -> collectors.services"]
+    assert layer("backfills.management.commands.bench_gaps") == 3 and layer("collectors.times") is None

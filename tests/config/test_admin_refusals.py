@@ -10,9 +10,11 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from backfills.models import BackfillJob
+from collectors import services
+from collectors.models import CollectionRun
 from config.admin import refusal_message
 from config.errors import InputError, NotActive, NotFound
-from tests.factories import CollectorFactory
+from tests.factories import CollectorFactory, RunFactory
 
 
 def shown(error, **kwargs):
@@ -44,3 +46,25 @@ def test_cancelling_a_finished_backfill_in_the_admin_warns_with_the_services_wor
     assert sent == [(messages.WARNING,
                      f"Backfill {job.pk} is complete; only queued or running jobs can be cancelled.")]
     assert BackfillJob.objects.get(pk=job.pk).status == BackfillJob.COMPLETE
+
+
+@pytest.mark.django_db
+def test_cancelling_a_run_that_finished_meanwhile_in_the_admin_warns_instead_of_failing(operator, monkeypatch):
+    run = RunFactory(status=CollectionRun.RUNNING)
+    real_cancel = services.run_cancel
+
+    def worker_finishes_first(*, run):
+        CollectionRun.objects.filter(pk=run.pk).update(status=CollectionRun.COMPLETE)
+        return real_cancel(run=run)
+
+    monkeypatch.setattr(services, "run_cancel", worker_finishes_first)
+    page = operator.post(reverse("admin:collectors_collectionrun_change", args=[run.pk]),
+                         {"_cancel_run": "1"}, follow=True)
+    listed = operator.post(reverse("admin:collectors_collectionrun_changelist"),
+                           {"action": "cancel_runs", "_selected_action": [run.pk]}, follow=True)
+
+    refusal = f"Run {run.pk} is complete; only queued or running runs can be cancelled."
+    assert page.status_code == 200
+    assert [(m.level, m.message) for m in page.context["messages"]] == [(messages.WARNING, refusal)]
+    assert listed.status_code == 200  # the run is not active any more: the action skips it
+    assert CollectionRun.objects.get(pk=run.pk).status == CollectionRun.COMPLETE

@@ -194,3 +194,44 @@ def test_no_api_module_catches_a_domain_error(path):
               for node in ast.walk(tree)
               if isinstance(node, ast.ExceptHandler) and caught_names(node) & DOMAIN_ERRORS]
     assert caught == [], "raise it and let config.api.exception_handler answer"
+
+
+# --- refusals the services added with the one mapping -----------------------------------
+
+@pytest.mark.django_db
+def test_a_gaps_window_that_ends_before_it_starts_is_a_400_naming_end(api):
+    CollectorFactory(slug="gaps-w", symbols=["BTCUSDT"])
+
+    backwards = api.get("/api/admin/gaps/", {"collector": "gaps-w", "start": "2024-02-01", "end": "2024-01-01"})
+    future = api.get("/api/admin/gaps/", {"collector": "gaps-w", "start": "2099-01-01"})
+
+    assert (backwards.status_code, backwards.json()) == (400, {"detail": "end is before start.",
+                                                               "end": ["end is before start."]})
+    assert (future.status_code, future.json()) == (400, {"detail": "start is in the future.",
+                                                         "start": ["start is in the future."]})
+
+
+@pytest.mark.django_db
+def test_an_estimate_whose_symbol_list_the_exchange_cannot_give_is_a_502_not_a_500(api, emulator):
+    CollectorFactory(slug="top", symbols=[], max_retries=0, retry_backoff_seconds=0,
+                     config={"base_url": emulator.url, "interval": "1h", "top_n": 3, "quote_asset": "USDT"})
+    emulator.stop()  # the exchange is gone: listing the top 3 fails
+
+    response = api.post("/api/admin/backfills/estimate/", {"collector": "top"}, format="json")
+
+    assert response.status_code == 502
+    assert response.json()["detail"].startswith("Could not list top's symbols from the exchange (")
+    assert not BackfillJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_cancel_that_loses_the_race_answers_with_the_status_the_winner_left(api):
+    run = RunFactory(status=CollectionRun.RUNNING)
+    stale = CollectionRun.objects.get(pk=run.pk)  # what the view loaded ...
+    CollectionRun.objects.filter(pk=run.pk).update(status=CollectionRun.COMPLETE)  # ... before the worker closed it
+
+    with pytest.raises(NotActive) as refused:
+        stale.cancel()
+
+    assert refused.value.extra == {"status": "complete"} and stale.status == "complete"
+    assert str(refused.value) == f"Run {run.pk} is complete; only queued or running runs can be cancelled."
