@@ -26,6 +26,8 @@ from config.errors import InputError, RunConflict
 log = structlog.get_logger(__name__)
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+
+
 def _enqueue(task: str, *args, **kwargs) -> str:
     return engine.enqueue_task(f"collectors.tasks.{task}", *args, **kwargs)
 
