@@ -163,7 +163,7 @@ class Gaps(ApiView, APIView):
         `no_data_ranges_total` count them all, `missing_candles` and `no_data_candles` the candles."""
         data = validated(GapsFilterSerializer, request.query_params)
         collector = data["collector"]
-        symbols = collect.symbols_validate(collector=collector, symbols=[data["symbol"]]) \
+        symbols = collect.symbols_validate(collector=collector, symbols=[data["symbol"]], field="symbol") \
             if "symbol" in data else None
         report = services.gaps_report(collector=collector, start=data.get("start"),
                                       end=data.get("end"), symbols=symbols)

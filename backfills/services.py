@@ -257,10 +257,10 @@ def chunk_collect(*, chunk_id: int):
 
 def _chunk_collect(chunk):
     job, collector = chunk.job, chunk.job.collector
-    if not engine.item_collect(
+    if engine.item_collect(
             item=chunk, collector=collector, origin={"backfill_id": job.pk}, crashed_event="chunk_crashed",
             plan=lambda: _missing(collector, chunk.symbol, chunk.start, chunk.end, force=job.force),
-            unplanned=[(chunk.start, chunk.end)], may_overlap=job.force, is_cancelled=job.was_cancelled):
+            unplanned=[(chunk.start, chunk.end)], may_overlap=job.force, is_cancelled=job.was_cancelled) is None:
         return chunk  # another worker has it now and will finish it
     backfill_finish_if_done(job_id=job.pk)
     backfills_recover(backfill_id=job.pk)
@@ -360,11 +360,13 @@ def backfill_retry_failed(*, job: BackfillJob) -> int:
     return len(pks)
 
 
-def backfills_recover(*, backfill_id: int | None = None, now=None) -> int:
+def backfills_recover(*, backfill_id: int | None = None, now=None, queue_empty: bool | None = None) -> int:
     """Hand backfill chunks abandoned by dead workers to live ones (see collectors.engine
-    .requeue_abandoned), and queued jobs whose task vanished; returns how many chunks were sent."""
+    .requeue_abandoned), and queued jobs whose task vanished; returns how many chunks were sent.
+    `queue_empty` as in collectors.services.runs_recover."""
     now = now or timezone.now()
-    queue_empty = engine.queue_is_empty()
+    if queue_empty is None:
+        queue_empty = engine.queue_is_empty()
     jobs = BackfillJob.objects.filter(status=BackfillJob.RUNNING)
     queued = BackfillJob.objects.filter(status=BackfillJob.QUEUED, created_at__lt=engine.lease_expired_before(now))
     if backfill_id:

@@ -394,16 +394,16 @@ def cancelled_missing(*, items, collector: Collector, ranges):
                             ranges=missing, reason="Cancelled before it started.")
 
 
-
-
 def item_collect(*, item: WorkItem, collector: Collector, plan, origin: dict, is_cancelled,
                  may_overlap: bool = False, use_validators: bool = True, unplanned=(),
-                 crashed_event: str = "item_crashed") -> bool:
-    """Fetch what `plan()` says a claimed item misses and record its outcome (`item_finish`).
+                 crashed_event: str = "item_crashed") -> tuple[str, str] | None:
+    """Fetch what `plan()` says a claimed item misses and record its outcome (`item_finish`);
+    returns (status, error), or None if another worker took the item over (that worker records
+    the outcome).
 
-    `unplanned` is what stays missing should planning itself fail. A bug never leaves the item
-    'running': it fails, with what it would have fetched kept for gap_fill. False if another
-    worker took the item over (that worker records the outcome)."""
+    A bug never leaves the item 'running': it fails, with what it was fetching kept for gap_fill
+    (`unplanned` should planning itself fail: a chunk's span; nothing for a run's symbol, whose
+    window may be years that gap_fill finds as holes anyway)."""
     ranges = list(unplanned)
     try:
         ranges = plan()
@@ -414,13 +414,13 @@ def item_collect(*, item: WorkItem, collector: Collector, plan, origin: dict, is
                 collector=collector, symbol=item.symbol, ranges=ranges, item=item, origin=origin,
                 is_cancelled=is_cancelled, may_overlap=may_overlap, use_validators=use_validators)
     except LeaseLost:
-        return False
+        return None
     except Exception as exc:
         log.exception(crashed_event)
         status, missing = WorkItem.FAILED, ranges if collector.grain is not None else []
         error = f"{type(exc).__name__}: {exc}"
     item_finish(item=item, collector=collector, status=status, missing=missing, error=error)
-    return True
+    return status, error
 
 
 def lease_expired_before(now: datetime) -> datetime:

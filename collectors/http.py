@@ -9,7 +9,6 @@ hosts (feeds). Tests mock upstreams here (or use the emulator), never deeper.
 """
 
 import time
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -23,15 +22,11 @@ from collectors.alerts import alert_raise
 from collectors.metrics import observe_upstream
 from collectors.models import CircuitBreaker, HttpValidator, RateWindow
 from collectors.outbound import GuardedAdapter, UpstreamRefused, host_key, mask_url
-from collectors.sources import SourceError
+from collectors.sources import Document, MalformedResponse, SourceError
 
 log = structlog.get_logger(__name__)
 
 _sessions: dict[str, requests.Session] = {}
-
-
-class MalformedResponse(ValueError):
-    """A 200 whose body is not what the endpoint promises (retried like a 5xx)."""
 
 
 def _session(host: str) -> requests.Session:
@@ -47,19 +42,6 @@ def _session(host: str) -> requests.Session:
         for scheme in ("http://", "https://"):
             session.mount(scheme, GuardedAdapter())
     return session
-
-
-@dataclass
-class Document:
-    """A fetched document; `not_modified` (HTTP 304) when the remembered validators still hold."""
-
-    url: str
-    content: bytes = b""
-    content_type: str = ""
-    etag: str = ""
-    last_modified: str = ""
-    not_modified: bool = False
-    parsed: Any = None  # what get_document's `parse` made of the content
 
 
 def _reason(status: int) -> str:

@@ -70,22 +70,24 @@ def symbol_known(*, collector: Collector, symbol: str) -> bool:
         collector=collector, **{source.symbol_field: symbol}).exists()
 
 
-def symbols_validate(*, collector: Collector, symbols: list[str] | None) -> list[str] | None:
-    """Requested symbols, upper-cased; each well-formed, once, and one of the collector's."""
+def symbols_validate(*, collector: Collector, symbols: list[str] | None,
+                     field: str = "symbols") -> list[str] | None:
+    """Requested symbols, upper-cased; each well-formed, once, and one of the collector's
+    (refusals name `field`: the request's name for them)."""
     if symbols is None:
         return None
     symbols = [s.strip().upper() for s in symbols]
     if not symbols:
-        raise InputError("symbols", "Give at least one symbol, or leave symbols out for all.")
+        raise InputError(field, "Give at least one symbol, or leave symbols out for all.")
     malformed = [s for s in symbols if not SYMBOL_RE.match(s)]
     if malformed:
-        raise InputError("symbols", f"Not a symbol: {malformed[0][:40]!r}.")
+        raise InputError(field, f"Not a symbol: {malformed[0][:40]!r}.")
     if len(set(symbols)) != len(symbols):
-        raise InputError("symbols", "Symbols must not repeat.")
+        raise InputError(field, "Symbols must not repeat.")
     if collector.symbols:
         unknown = [s for s in symbols if s not in collector.symbols]
         if unknown:
-            raise InputError("symbols", f"Not a symbol of {collector.slug}: {', '.join(unknown)[:200]}.",
+            raise InputError(field, f"Not a symbol of {collector.slug}: {', '.join(unknown)[:200]}.",
                                choices=collector.symbols)
     return symbols
 
@@ -190,15 +192,15 @@ def run_symbol_collect(*, run_symbol_id: int, now: datetime | None = None):
 def _run_symbol_collect(item: RunSymbol, *, now: datetime | None):
     run, collector = item.run, item.run.collector
     now = now or timezone.now()
-    window = run_window(run=run, now=now)
-    if not engine.item_collect(
-            item=item, collector=collector, origin={"run_id": run.pk}, crashed_event="symbol_crashed",
-            plan=lambda: engine.plan_ranges(collector=collector, symbol=item.symbol, mode=run.mode,
-                                            start=run.start, end=run.end, now=now),
-            unplanned=[window] if window else [], use_validators=run.mode == "forward",
-            is_cancelled=run.was_cancelled):
+    outcome = engine.item_collect(
+        item=item, collector=collector, origin={"run_id": run.pk}, crashed_event="symbol_crashed",
+        plan=lambda: engine.plan_ranges(collector=collector, symbol=item.symbol, mode=run.mode,
+                                        start=run.start, end=run.end, now=now),
+        use_validators=run.mode == "forward", is_cancelled=run.was_cancelled)
+    if outcome is None:
         return item  # another worker has it now and will finish it
-    log.info("symbol_finished", status=item.status, error=item.error or None)
+    status, error = outcome
+    log.info("symbol_finished", status=status, error=error or None)
     run_finish_if_done(run_id=run.pk)
     runs_recover(run_id=run.pk)
     return item
@@ -267,16 +269,19 @@ def run_window(*, run: CollectionRun, now: datetime) -> tuple[datetime, datetime
     return (lo, hi) if lo < hi else None
 
 
-def runs_recover(*, run_id: int | None = None, now: datetime | None = None) -> int:
+def runs_recover(*, run_id: int | None = None, now: datetime | None = None,
+                 queue_empty: bool | None = None) -> int:
     """Hand runs' work abandoned by dead workers to live ones; returns how many symbols were re-queued.
 
     A symbol 'running' without a heartbeat for RUN_LEASE_SECONDS lost its worker (kill -9);
     pending symbols and queued runs whose tasks vanished (a worker died holding them) are sent
-    again when the broker's queue is empty. With `run_id`, only that run is looked at; without,
-    running runs whose symbols are all done are closed too.
+    again when the broker's queue is empty (`queue_empty`: as seen before any recovery of this
+    sweep sent a task; asked here if not given). With `run_id`, only that run is looked at;
+    without, running runs whose symbols are all done are closed too.
     """
     now = now or timezone.now()
-    queue_empty = engine.queue_is_empty()
+    if queue_empty is None:
+        queue_empty = engine.queue_is_empty()
     runs = CollectionRun.objects.active()
     if run_id:
         runs = runs.filter(pk=run_id)

@@ -1,7 +1,7 @@
 """django-q2 task entry points: ids in, one service call each (delivered at least once)."""
 
 from backfills import services as backfills
-from collectors import alerts, services
+from collectors import alerts, engine, services
 
 
 def run_execute(run_id: int):
@@ -19,8 +19,12 @@ def run_scheduled(collector_id: int):
 
 def runs_recover():
     """Scheduled, and at every worker start: re-queue work of dead workers, each app's own
-    (collection runs' symbols, backfill chunks); returns how many items were sent again."""
-    return services.runs_recover() + backfills.backfills_recover()
+    (collection runs' symbols, backfill chunks; a new kind of job adds its recovery here);
+    returns how many items were sent again. The queue is looked at once, before either sends
+    anything: what the first re-queues must not hide the second's orphans."""
+    queue_empty = engine.queue_is_empty()
+    return (services.runs_recover(queue_empty=queue_empty)
+            + backfills.backfills_recover(queue_empty=queue_empty))
 
 
 def alert_send(alert_id: int):

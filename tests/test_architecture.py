@@ -8,13 +8,15 @@
    services module on anything but `self`/`cls`.
 4. Imports sit at the top of a module; one inside a function says why in a comment (on its line,
    or the comment line(s) just above its import block).
-5. The modules form a DAG (module-level imports and uncommented local ones: a commented local
-   import is the declared way out of a cycle), and the layers point one way: models import no
-   engine, services or interfaces; the engine no services or interfaces; services no interfaces.
-   The pure leaves (`config.errors`, `collectors.times`) import nothing of Django.
+5. Every module sits in one layer of LAYERS (leaves, base, models, data, engine, services,
+   plumbing, interfaces) and imports only its own layer and earlier ones; the modules form a
+   DAG (module-level imports and uncommented local ones: a commented local import is the
+   declared way out of a cycle; `if TYPE_CHECKING:` imports never run). The pure leaves
+   (`config.errors`, `collectors.times`) import nothing of Django.
 """
 
 import ast
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,6 @@ LEAVES = ["collectors/sources/__init__.py", "collectors/sources/binance.py", "co
           "collectors/outbound.py", "collectors/times.py", "quality/rules.py", "quality/charts.py",
           "config/errors.py"]
 PURE = ["collectors/times.py", "config/errors.py"]  # not even Django
-INTERFACES = (".api", ".admin", ".tasks", ".views", ".urls", ".management")
 
 
 def modules():
@@ -35,9 +36,22 @@ def modules():
                 yield path.relative_to(ROOT).as_posix()
 
 
+def type_checking_only(tree) -> set[int]:
+    """Line numbers of imports inside `if TYPE_CHECKING:` (never run: annotations only)."""
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            lines.update(sub.lineno for stmt in node.body for sub in ast.walk(stmt)
+                         if isinstance(sub, (ast.Import, ast.ImportFrom)))
+    return lines
+
+
 def imported_modules(tree) -> list[str]:
     names = []
+    skip = type_checking_only(tree)
     for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in skip:
+            continue
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -131,7 +145,7 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in names.items():
         source = (ROOT / path).read_text()
         tree = ast.parse(source)
-        local = {line for line, _, reason in local_imports(source) if reason}
+        local = {line for line, _, reason in local_imports(source) if reason} | type_checking_only(tree)
         deps = set()
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno not in local:
@@ -171,22 +185,38 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+# Every module of the project in one layer, in the order they may import one another: a module
+# imports only modules of its own layer or of layers before it (docs/architecture.md).
+LAYERS = [
+    ("leaves", ["config.errors", "collectors.times", "collectors.sources", "collectors.sources.*",
+                "collectors.outbound", "collectors.fields", "quality.rules", "quality.charts",
+                "collectors.emulator", "collectors.emulator.*", "config.logging", "config.settings",
+                "config.security", "config.negotiation", "config.parsers", "collectors", "backfills",
+                "quality", "config", "*.management", "*.management.commands"]),
+    ("base", ["collectors.db", "collectors.storage"]),
+    ("models", ["*.models"]),
+    ("data", ["collectors.http", "collectors.alerts", "collectors.metrics", "collectors.operations",
+              "backfills.gaps", "config.health", "config.schedules"]),
+    ("engine", ["collectors.engine"]),
+    ("services", ["*.services"]),
+    ("plumbing", ["config.api", "config.admin", "collectors.auth"]),
+    ("interfaces", ["*.api", "*.admin", "*.tasks", "*.management.commands.*", "collectors.bench",
+                    "config.urls", "config.views", "config.wsgi", "*.apps"]),
+]
+
+
 def layer(name: str) -> int | None:
-    """0 models, 1 the engine, 2 services, 3 interfaces; None for the rest (leaves, plumbing)."""
-    if name.endswith(".models"):
-        return 0
-    if name == "collectors.engine":
-        return 1
-    if name.endswith(".services"):
-        return 2
-    if any(f".{part}" in INTERFACES for part in name.split(".")[1:]):
-        return 3
+    """The index in LAYERS of the module's layer (the first that names it), or None."""
+    for rank, (_, patterns) in enumerate(LAYERS):
+        if any(fnmatch(name, pattern) for pattern in patterns):
+            return rank
     return None
 
 
 def upward_imports(graph) -> list[str]:
+    """Imports of a module from a later layer (or from a module in no layer)."""
     return [f"{a} -> {b}" for a, deps in sorted(graph.items()) for b in sorted(deps)
-            if layer(a) is not None and layer(b) is not None and layer(b) > layer(a)]
+            if layer(a) is not None and (layer(b) is None or layer(b) > layer(a))]
 
 
 @pytest.mark.parametrize("path", LEAVES)
@@ -217,6 +247,10 @@ def test_pure_leaves_import_nothing_of_django(path):
             if m.split(".")[0] in ("django", "rest_framework", "django_q", *APPS)] == []
 
 
+def test_every_module_has_a_layer():
+    assert [name for name in map(module_name, modules()) if layer(name) is None] == []
+
+
 def test_the_modules_form_a_dag_whose_layers_point_one_way():
     graph = import_graph()
     assert "collectors.engine" in graph["backfills.services"]  # the graph is read at all
@@ -244,4 +278,10 @@ def test_the_rules_catch_what_they_are_for():
     assert upward_imports({"collectors.models": {"collectors.services"},
                            "collectors.services": {"collectors.engine", "collectors.models"}}) == [
         "collectors.models -> collectors.services"]
-    assert layer("backfills.management.commands.bench_gaps") == 3 and layer("collectors.times") is None
+    assert upward_imports({"collectors.sources.binance": {"collectors.http"}}) == [
+        "collectors.sources.binance -> collectors.http"]  # a leaf reaching the HTTP wrapper
+    assert layer("backfills.management.commands.bench_gaps") == len(LAYERS) - 1
+    assert layer("collectors.times") == 0 and layer("collectors.newthing") is None
+    assert imported_modules(ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                      "    from collectors.http import Upstream\n")) == [
+        "typing", "typing.TYPE_CHECKING"]

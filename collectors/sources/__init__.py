@@ -8,7 +8,7 @@ to. Register it by adding one line to SOURCES. The guide: docs/adding-a-source.m
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import import_module
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from collectors.outbound import url_refused
@@ -49,6 +49,23 @@ class SourceError(Exception):
         self.malformed = malformed  # a 200 whose body is not what was promised
         self.status = status
         self.retry_after = retry_after
+
+
+class MalformedResponse(ValueError):
+    """A 200 whose body is not what the endpoint promises (the HTTP wrapper retries it like a 5xx)."""
+
+
+@dataclass
+class Document:
+    """A fetched document; `not_modified` (HTTP 304) when the remembered validators still hold."""
+
+    url: str
+    content: bytes = b""
+    content_type: str = ""
+    etag: str = ""
+    last_modified: str = ""
+    not_modified: bool = False
+    parsed: Any = None  # what get_document's `parse` made of the content
 
 
 @dataclass

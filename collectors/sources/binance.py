@@ -3,13 +3,15 @@
 import re
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from django.conf import settings
 
-from collectors.http import MalformedResponse, Upstream
-from collectors.sources import ConfigError, Page, SourceError, unknown_keys, url_error
+from collectors.sources import ConfigError, MalformedResponse, Page, SourceError, unknown_keys, url_error
 from collectors.times import ms_from_utc, utc_from_ms
+
+if TYPE_CHECKING:  # the wrapper is handed in; a leaf does not import it
+    from collectors.http import Upstream
 
 INTERVALS = {
     "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
@@ -78,7 +80,7 @@ class BinanceKlines:
     page_size = PAGE_LIMIT         # candles per klines request (planning and estimates read it)
     request_weight = KLINES_WEIGHT  # of one klines request, against the exchange's weight budget
 
-    def __init__(self, config: dict, *, http: Upstream):
+    def __init__(self, config: dict, *, http: "Upstream"):
         self.config = config
         self.http = http
         self.interval = config["interval"]

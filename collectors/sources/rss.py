@@ -22,15 +22,25 @@ import io
 import re
 from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
 import feedparser
 
-from collectors.http import Document, MalformedResponse, Upstream
 from collectors.outbound import mask_url
-from collectors.sources import ConfigError, Page, SourceError, unknown_keys, url_error
+from collectors.sources import (
+    ConfigError,
+    Document,
+    MalformedResponse,
+    Page,
+    SourceError,
+    unknown_keys,
+    url_error,
+)
 from collectors.times import EARLIEST
+
+if TYPE_CHECKING:  # the wrapper is handed in; a leaf does not import it
+    from collectors.http import Upstream
 
 CONFIG_KEYS = {"feeds"}
 MAX_FEEDS = 100
@@ -129,7 +139,7 @@ class RssNews:
     symbol_field = "source"       # the model field that holds the feed's name
     rules = RULES
 
-    def __init__(self, config: dict, *, http: Upstream):
+    def __init__(self, config: dict, *, http: "Upstream"):
         self.http = http
         self.feeds = {feed_name(url): url for url in config["feeds"]}
 

@@ -2,14 +2,17 @@
 ORM broker of the tests' database is the queue counted here)."""
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from django.utils import timezone as dj_timezone
 from django_q.models import OrmQ
 
 from backfills import services
 from backfills.models import BackfillChunk, BackfillJob
-from tests.factories import CollectorFactory
+from collectors import tasks
+from collectors.models import CollectionRun, RunSymbol
+from tests.factories import CollectorFactory, RunFactory
 
 pytestmark = pytest.mark.django_db
 CHUNK_TASK = "backfills.tasks.chunk_execute"
@@ -85,3 +88,22 @@ def test_a_chunk_whose_task_ran_while_cancelled_gets_a_new_task_on_retry(job, dj
 def test_a_backfill_task_delivered_twice_does_not_enqueue_its_chunks_twice(job):
     services.backfill_start(job_id=job.pk)
     assert set(queued_chunk_tasks().values()) == {1}
+
+
+def test_one_sweep_resends_the_orphans_of_runs_and_backfills_alike(settings):
+    """A worker died holding a run's symbol task and a chunk task (both pending, their tasks
+    gone, the queue empty): the sweep sends both, although sending the first fills the queue."""
+    settings.RUN_LEASE_SECONDS = 60
+    collector = CollectorFactory(symbols=["BTCUSDT"])
+    long_ago = dj_timezone.now() - timedelta(minutes=10)
+    run = RunFactory(collector=collector, status=CollectionRun.RUNNING)
+    symbol = RunSymbol.objects.create(run=run, symbol="BTCUSDT", enqueued_at=long_ago)
+    job = BackfillJob.objects.create(collector=collector, status=BackfillJob.RUNNING,
+                                     start=utc(2024, 1, 1), end=utc(2024, 2, 1))
+    chunk = BackfillChunk.objects.create(job=job, symbol="BTCUSDT", start=utc(2024, 1, 1),
+                                         end=utc(2024, 2, 1), enqueued_at=long_ago)
+    assert not OrmQ.objects.exists()
+
+    assert tasks.runs_recover() == 2
+    sent = sorted((row.task["func"], row.task["args"]) for row in OrmQ.objects.all())
+    assert sent == [(CHUNK_TASK, (chunk.pk,)), ("collectors.tasks.run_symbol_execute", (symbol.pk,))]

@@ -1,6 +1,6 @@
 """The offline Binance-spot emulator: paging, data, gaps, errors, weights, faults, control.
 
-No database: run with `pytest tests/collectors/test_emulator.py -p no:django` if need be.
+None of these tests touches the database (the emulator is a plain HTTP server).
 """
 
 import math

@@ -7,11 +7,10 @@ import pytest
 import requests
 from django.utils import timezone as dj_timezone
 
-from backfills.models import EmptyRange, MissingRange
+from backfills.models import EmptyRange
 from collectors import engine, services
 from collectors.emulator import kline
 from collectors.models import Candle, CollectionRun, RunEvent, RunSymbol
-from collectors.times import iso_ranges
 from tests.factories import CollectorFactory
 
 pytestmark = pytest.mark.django_db
@@ -270,10 +269,5 @@ def test_a_bug_while_collecting_fails_the_symbol_and_frees_the_collector(emulato
     item = run.symbols.get()
     assert (item.status, item.error) == ("failed", "OverflowError: date value out of range")
     assert run.status == "failed" and not collector.runs.active().exists()
-    # What the symbol would have fetched (the run's window) is kept for gap_fill.
-    window = services.run_window(run=run, now=item.finished_at)
-    assert item.missing_ranges == iso_ranges([window])
-    assert MissingRange.ranges(collector_id=collector.pk, symbol="BTCUSDT", series="1h",
-                               start=window[0], end=window[1]) == [window]
     crashed = RunEvent.objects.get(event="symbol_crashed")
     assert "OverflowError" in crashed.fields["exception"]

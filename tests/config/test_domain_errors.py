@@ -31,7 +31,8 @@ def test_a_bad_symbol_for_gaps_is_a_400_naming_it_with_the_choices(api):
 
     assert response.status_code == 400
     message = "Not a symbol of gaps-c: DOGEUSDT."
-    assert response.json() == {"detail": message, "symbols": [message], "choices": ["BTCUSDT", "ETHUSDT"]}
+    # Named as the query names it (`symbol`), not as the service's other callers do (`symbols`).
+    assert response.json() == {"detail": message, "symbol": [message], "choices": ["BTCUSDT", "ETHUSDT"]}
 
 
 @pytest.mark.django_db

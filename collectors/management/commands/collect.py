@@ -6,6 +6,7 @@ from tqdm import tqdm
 
 from collectors import services
 from collectors.models import CollectionRun
+from config.errors import InputError, RunConflict
 
 
 def parse_moment(text: str, *, end: bool) -> datetime:
@@ -39,10 +40,10 @@ class Command(BaseCommand):
                 end=parse_moment(end, end=True) if end else None,
                 symbols=[s for s in symbols.split(",") if s.strip()] if symbols else None,
                 triggered_by="cli", enqueue=False)
-        except services.InputError as error:
+        except InputError as error:
             hint = f" Choices: {', '.join(error.choices)}." if error.choices else ""
             raise CommandError(f"{error.field}: {error.message}{hint}") from None
-        except services.RunConflict as conflict:
+        except RunConflict as conflict:
             raise CommandError(str(conflict)) from None
         bar = tqdm(desc=f"run {run.pk} {mode}", unit="symbol", disable=options["verbosity"] == 0)
 
