@@ -19,18 +19,10 @@ from collectors import engine, services as collect
 from collectors.alerts import alert_raise
 from collectors.models import Collector
 from collectors.sources import SourceError
-from collectors.times import ceil_time, day_start, floor_time, iso_ranges, midnight, slots
+from collectors.times import iso_ranges, slots
 from config.errors import InputError, NotActive, UpstreamUnavailable
 
 log = structlog.get_logger(__name__)
-
-
-def _window(collector, start, end, now):
-    """[lo, hi) from the inclusive user range; defaults: beginning date, end of yesterday."""
-    step = collector.grain
-    lo = ceil_time(start or midnight(collector.beginning_date), step)
-    hi = floor_time(end, step) + step if end else day_start(now)
-    return lo, min(hi, floor_time(now - engine.CLOSE_GRACE, step))
 
 
 MISSING_RANGES_SHOWN = 100  # per symbol in an estimate; `missing_ranges_total` counts them all
@@ -111,7 +103,7 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
                       now=None) -> dict:
     """What a backfill would fetch, per symbol and in total; nothing is started or stored.
 
-    Raises PlanTooLarge (a InputError) beyond BACKFILL_MAX_CHUNKS chunks, as soon as the
+    Raises PlanTooLarge (an InputError) beyond BACKFILL_MAX_CHUNKS chunks, as soon as the
     symbols counted so far pass it; no chunk is built here (backfill_create builds them)."""
     now = now or timezone.now()
     collect.series_required(collector=collector, what="backfills")
@@ -119,7 +111,8 @@ def backfill_estimate(*, collector: Collector, start=None, end=None, symbols=Non
         raise InputError("end_date", "end_date is before start_date.")
     if start and start > now:
         raise InputError("start_date", "start_date is in the future.")
-    lo, hi = _window(collector, start, end, now)
+    # The inclusive user range; defaults: the beginning date, the end of yesterday.
+    lo, hi = engine.requested_window(collector=collector, start=start, end=end, now=now, until_today=True)
     if symbols is None:
         try:
             symbols = collector.symbols or engine.source_for(collector).list_symbols()
@@ -164,7 +157,8 @@ def gaps_report(*, collector: Collector, start=None, end=None, symbols=None, now
         raise InputError("end", "end is before start.")
     if start and start > now:
         raise InputError("start", "start is in the future.")
-    lo, hi = _window(collector, start, end, now)
+    # The inclusive user range; defaults: the beginning date, the end of yesterday.
+    lo, hi = engine.requested_window(collector=collector, start=start, end=end, now=now, until_today=True)
     symbols = symbols or collector.symbols or list(
         collector.candles.values_list("symbol", flat=True).distinct().order_by("symbol"))
     rows = []

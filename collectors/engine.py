@@ -83,6 +83,18 @@ def source_for(collector: Collector, *, on_wait=None, use_validators: bool = Tru
     return source_class(collector.config, http=http)
 
 
+def requested_window(*, collector: Collector, start: datetime | None, end: datetime | None, now: datetime,
+                     until_today: bool) -> tuple[datetime, datetime]:
+    """[lo, hi) on the collector's grid for an inclusive request: from `start` (default: the
+    beginning date) to `end` (default: the end of yesterday, or with `until_today=False` the
+    last closed candle), never past the last closed candle. Candle collectors only."""
+    step = collector.grain
+    horizon = floor_time(now - CLOSE_GRACE, step)
+    lo = ceil_time(start or midnight(collector.beginning_date), step)
+    hi = floor_time(end, step) + step if end else day_start(now) if until_today else horizon
+    return lo, min(hi, horizon)
+
+
 def plan_ranges(*, collector: Collector, symbol: str, mode: str, start: datetime | None,
                 end: datetime | None, now: datetime) -> list[tuple[datetime, datetime]]:
     """The [start, end) ranges to fetch for one symbol: missing in the database, minus what the

@@ -20,7 +20,6 @@ from collectors import engine
 from collectors.alerts import alert_raise
 from collectors.models import MODES, Alert, Candle, CollectionRun, Collector, RunEvent, RunSymbol
 from collectors.sources import SourceError
-from collectors.times import ceil_time, day_start, floor_time, midnight
 from config.errors import InputError, RunConflict
 
 log = structlog.get_logger(__name__)
@@ -259,13 +258,10 @@ def run_cancel(*, run: CollectionRun, now: datetime | None = None) -> Collection
 
 def run_window(*, run: CollectionRun, now: datetime) -> tuple[datetime, datetime] | None:
     """[lo, hi) a run of a candle collector covers (before what is stored is taken out)."""
-    step = run.collector.grain
-    if step is None:
+    if run.collector.grain is None:
         return None
-    horizon = floor_time(now - engine.CLOSE_GRACE, step)
-    lo = ceil_time(run.start or midnight(run.collector.beginning_date), step)
-    hi = floor_time(run.end, step) + step if run.end else day_start(now) if run.mode == "backward" else horizon
-    hi = min(hi, horizon)
+    lo, hi = engine.requested_window(collector=run.collector, start=run.start, end=run.end, now=now,
+                                     until_today=run.mode == "backward")
     return (lo, hi) if lo < hi else None
 
 
